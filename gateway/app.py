@@ -1,0 +1,123 @@
+"""The application factory: routes, middlewares and the startup hook.
+
+Engines, Redis clients and the upstream client session are created in the
+startup hook, never at import time, so that forked workers and test event
+loops each get their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+from aiohttp import web
+from redis.asyncio import Redis
+
+from gateway.config.loader import Config
+from gateway.flows import forms, launch, logout, proxied
+from gateway.links.cache import CachedLinkStore
+from gateway.links.sql import SqlLinkStore
+from gateway.logs import server_logger
+from gateway.middleware.pipeline import MIDDLEWARES, add_security_headers
+from gateway.pages import render
+from gateway.session.codec import CookieCodec
+from gateway.session.pending import PendingCodec
+from gateway.session.revocation import RevocationList
+from gateway.session.sessions import SessionCodec
+from gateway.state import GATEWAY, Gateway
+from gateway.storage.database import create_engine, require_current_schema
+from gateway.storage.revocations import SqlRevocationStore
+from gateway.upstream.api import MedimoApi
+from gateway.upstream.proxy import Proxy, create_client_session
+
+TENANT = "{tenant:[a-z0-9][a-z0-9-]{0,62}}"
+
+#: Largest request body the gateway accepts and forwards, in bytes.
+MAX_BODY = 10 * 1024 * 1024
+
+
+def redis_client(url: str, timeout: float) -> Redis:
+    # Short timeouts: with Redis down, a launch must fall back to SQL quickly.
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        health_check_interval=30,
+    )
+
+
+def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[web.Application], AsyncIterator[None]]:
+    async def resources(app: web.Application) -> AsyncIterator[None]:
+        settings = config.gateway
+        engine = create_engine(settings.database.url)
+        await require_current_schema(engine)
+        redis = redis_client(settings.redis.url, settings.redis.timeout)
+        http = create_client_session(settings.upstream.max_connections)
+        keys = [key.reveal() for key in settings.session.keys]
+        revocations = RevocationList(SqlRevocationStore(engine))
+        links = CachedLinkStore(
+            SqlLinkStore(engine),
+            redis,
+            ttl=settings.link_cache.ttl,
+            negative_ttl=settings.link_cache.negative_ttl,
+        )
+        gateway = Gateway(
+            config=config,
+            sessions=SessionCodec(CookieCodec(keys, "session")),
+            pending=PendingCodec(CookieCodec(keys, "pending"), CookieCodec(keys, "csrf")),
+            links=links,
+            revocations=revocations,
+            redis=redis,
+            engine=engine,
+            http=http,
+            api=MedimoApi(
+                http,
+                settings.upstream.api_base,
+                settings.upstream.api_token.text(),
+                settings.upstream.timeout,
+            ),
+            proxy=Proxy(
+                http,
+                settings.upstream.url,
+                settings.upstream_signing_keys[0].reveal(),
+                connect_timeout=settings.upstream.connect_timeout,
+                read_timeout=settings.upstream.timeout,
+            ),
+        )
+        if clock is not None:
+            gateway.clock = clock
+        app[GATEWAY] = gateway
+        await revocations.start()
+        server_logger.info(
+            "gateway started",
+            extra={"event": "started", "config_hash": config.digest[:16], "tenants": len(config.tenants)},
+        )
+        try:
+            yield
+        finally:
+            await revocations.stop()
+            await http.close()
+            await redis.aclose()
+            await engine.dispose()
+            server_logger.info("gateway stopped", extra={"event": "stopped"})
+
+    return resources
+
+
+def create_app(config: Config, *, clock: Callable[[], float] | None = None) -> web.Application:
+    """Build the gateway application for one configuration."""
+    app = web.Application(middlewares=MIDDLEWARES, client_max_size=MAX_BODY)
+    render.setup(app)
+    app.cleanup_ctx.append(_resources(config, clock))
+    app.on_response_prepare.append(add_security_headers)
+
+    base = f"/sso/ysis/{TENANT}"
+    app.router.add_route("GET", base, launch.launch)
+    app.router.add_route("POST", base, launch.launch)
+    app.router.add_route("GET", f"{base}/link", forms.link_form)
+    app.router.add_route("POST", f"{base}/link", forms.link_submit)
+    app.router.add_route("GET", f"{base}/confirm", forms.confirm_form)
+    app.router.add_route("POST", f"{base}/confirm", forms.confirm_submit)
+    app.router.add_route("POST", "/sso/logout", logout.logout)
+    app.router.add_route("GET", logout.LOGGED_OUT_PATH, logout.logged_out)
+    app.router.add_route("*", "/{path:.*}", proxied.proxied)
+    return app

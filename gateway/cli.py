@@ -1,0 +1,218 @@
+"""The ``sso-gateway`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import getpass
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.config.loader import Config, load_certificates, load_config
+from gateway.errors import ConfigError, LinkConflict, SchemaOutdated
+
+DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
+
+
+def _config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config",
+        default=DEFAULT_CONFIG,
+        help="path of gateway.yaml (default: $SSO_GATEWAY_CONFIG or config/gateway.yaml)",
+    )
+
+
+def _load(path: str) -> Config:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        for line in [*exc.problems, *exc.warnings]:
+            print(line, file=sys.stderr)
+        print(f"configuration has {len(exc.problems)} error(s)", file=sys.stderr)
+        raise SystemExit(2) from None
+    return config
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        for line in [*exc.problems, *exc.warnings]:
+            print(line)
+        print(f"{len(exc.problems)} error(s), {len(exc.warnings)} warning(s)")
+        return 1
+    for line in config.warnings:
+        print(line)
+    print(
+        f"configuration valid: {len(config.tenants)} tenant(s), "
+        f"{len(config.warnings)} warning(s), hash {config.digest[:16]}"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gateway import logs
+    from gateway.serve import serve
+
+    logs.configure(args.log_level)
+    config = _load(args.config)
+    try:
+        asyncio.run(serve(config))
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from gateway.storage.database import upgrade
+
+    config = _load(args.config)
+    upgrade(config.gateway.database.url)
+    print("database schema is up to date")
+    return 0
+
+
+async def _with_links(config: Config, action: str, args: argparse.Namespace) -> int:
+    from gateway.app import redis_client
+    from gateway.links.cache import CachedLinkStore
+    from gateway.links.sql import SqlLinkStore
+    from gateway.storage.database import create_engine, require_current_schema
+    from gateway.storage.revocations import SqlRevocationStore
+
+    settings = config.gateway
+    engine = create_engine(settings.database.url)
+    redis = redis_client(settings.redis.url, settings.redis.timeout)
+    try:
+        await require_current_schema(engine)
+        store = CachedLinkStore(SqlLinkStore(engine), redis, ttl=settings.link_cache.ttl, negative_ttl=settings.link_cache.negative_ttl)
+        if action == "list":
+            for link in await store.list(args.tenant):
+                used = link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "-"
+                print(f"{link.tenant}\t{link.ysis_user}\t{link.medimo_account}\t{link.created_by}\t{link.created_at.isoformat(timespec='seconds')}\t{used}")
+            return 0
+        if args.tenant not in config.tenants:
+            print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
+            return 1
+        if action == "add":
+            try:
+                link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
+            except LinkConflict as exc:
+                what = "Ysis user" if exc.field == "ysis_user" else "Medimo account"
+                print(f"error: tenant {args.tenant!r}: this {what} is already linked; remove that link first", file=sys.stderr)
+                return 1
+            print(f"linked {link.tenant}/{link.ysis_user} to {link.medimo_account}")
+            return 0
+        removed = await store.remove(args.tenant, args.ysis_user)
+        if removed is None:
+            print(f"error: tenant {args.tenant!r}: Ysis user {args.ysis_user!r} is not linked", file=sys.stderr)
+            return 1
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=_longest_lifetime(config))
+        await SqlRevocationStore(engine).add("account", removed.tenant, removed.medimo_account, expires)
+        print(f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked")
+        return 0
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _longest_lifetime(config: Config) -> float:
+    lifetimes = [tenant.config.session.lifetime or 0.0 for tenant in config.tenants.values()]
+    return max([config.gateway.session.lifetime, *lifetimes])
+
+
+def cmd_links(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return asyncio.run(_with_links(config, args.links_command, args))
+
+
+def cmd_certs_fingerprint(args: argparse.Namespace) -> int:
+    try:
+        certs = load_certificates(Path(args.file))
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for cert in certs:
+        print(f"{cert.fingerprint}  {cert.cert.subject.rfc4514_string()}")
+    return 0
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    print(secrets.token_urlsafe(args.bytes))
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from gateway.demo.run import run_demo
+
+    return run_demo(Path(args.dir), args.port, prepare_only=args.prepare_only)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sso-gateway", description="Ysis single sign-on gateway for Medimo")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    _config_argument(serve)
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.set_defaults(handler=cmd_serve)
+
+    check = commands.add_parser("check-config", help="validate gateway.yaml and tenants.yaml")
+    _config_argument(check)
+    check.set_defaults(handler=cmd_check_config)
+
+    demo = commands.add_parser("demo", help="run a self-contained demo with generated certificates")
+    demo.add_argument("--dir", default="sso-gateway-demo", help="folder for the demo's files (default: ./sso-gateway-demo)")
+    demo.add_argument("--port", type=int, default=8443, help="gateway port (default: 8443)")
+    demo.add_argument("--prepare-only", action="store_true", help="create the certificates and secrets, then exit")
+    demo.set_defaults(handler=cmd_demo)
+
+    db = commands.add_parser("db", help="database schema")
+    db_commands = db.add_subparsers(dest="db_command", required=True)
+    db_upgrade = db_commands.add_parser("upgrade", help="run the migrations up to the newest")
+    _config_argument(db_upgrade)
+    db_upgrade.set_defaults(handler=cmd_db_upgrade)
+
+    links = commands.add_parser("links", help="the link table")
+    link_commands = links.add_subparsers(dest="links_command", required=True)
+    listing = link_commands.add_parser("list", help="print links as tab-separated lines")
+    listing.add_argument("--tenant")
+    add = link_commands.add_parser("add", help="link a Ysis user to a Medimo account")
+    remove = link_commands.add_parser("remove", help="remove a link and revoke its sessions")
+    for sub in (add, remove):
+        sub.add_argument("--tenant", required=True)
+        sub.add_argument("--ysis-user", required=True)
+        sub.add_argument("--operator", default=getpass.getuser(), help="name recorded as the administrator (default: login name)")
+    add.add_argument("--account", required=True, help="Medimo account ID")
+    for sub in (listing, add, remove):
+        _config_argument(sub)
+        sub.set_defaults(handler=cmd_links)
+
+    certs = commands.add_parser("certs", help="certificate helpers")
+    cert_commands = certs.add_subparsers(dest="certs_command", required=True)
+    fingerprint = cert_commands.add_parser("fingerprint", help="print the SHA-256 fingerprint of each certificate in FILE")
+    fingerprint.add_argument("file")
+    fingerprint.set_defaults(handler=cmd_certs_fingerprint)
+
+    keys = commands.add_parser("keys", help="key helpers")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True)
+    generate = key_commands.add_parser("generate", help="print a new random key")
+    generate.add_argument("--bytes", type=int, default=48, help="random bytes before encoding (default: 48)")
+    generate.set_defaults(handler=cmd_keys_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

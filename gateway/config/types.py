@@ -1,0 +1,168 @@
+"""Value types of the configuration files: durations, networks and secrets."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import ipaddress
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, PlainSerializer
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_DURATION = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)(?P<unit>ms|s|m|h|d)\Z")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+#: Keys shorter than this are rejected (HMAC-SHA256 wants 32 bytes of entropy).
+MIN_KEY_BYTES = 32
+
+
+def parse_duration(value: Any) -> float:
+    """Convert ``30m``, ``10h`` or ``500ms`` into seconds."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a duration: write a number and a unit, such as '30m'")
+    match = _DURATION.match(value.strip())
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a duration: write a number and a unit "
+            "(ms, s, m, h or d), such as '30m'"
+        )
+    return float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def parse_network(value: Any) -> IPNetwork:
+    """Parse a CIDR strictly: no host bits, no leading zeros, a prefix length."""
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a CIDR: write it as a string, such as '10.0.0.0/8'")
+    text = value.strip()
+    if "/" not in text:
+        raise ValueError(f"{value!r} is not a CIDR: add the prefix length, such as '{text}/32'")
+    try:
+        network = ipaddress.ip_network(text, strict=True)
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a valid CIDR: {exc}") from None
+    address, prefix = text.split("/", 1)
+    if not prefix.isdigit() or prefix != str(int(prefix)):
+        raise ValueError(f"{value!r} is not a valid CIDR: invalid prefix length")
+    if network.version == 4 and any(
+        len(part) > 1 and part.startswith("0") for part in address.split(".")
+    ):
+        raise ValueError(f"{value!r} is not a valid CIDR: leading zeros are ambiguous")
+    return network
+
+
+Network = Annotated[
+    IPNetwork, BeforeValidator(parse_network), PlainSerializer(str, return_type=str)
+]
+
+
+def covers_everyone(network: IPNetwork) -> bool:
+    """Tell whether a network admits every IPv4 or every IPv6 address.
+
+    ``::ffff:0:0/96`` counts too: it holds every IPv4 address in mapped form.
+    """
+    if network.prefixlen == 0:
+        return True
+    mapped = ipaddress.ip_network("::ffff:0:0/96")
+    return network.version == 6 and network.supernet_of(mapped)  # type: ignore[arg-type]
+
+
+class Secret:
+    """A secret value whose repr never shows it."""
+
+    __slots__ = ("_value", "source")
+
+    def __init__(self, value: bytes, source: str) -> None:
+        self._value = value
+        self.source = source
+
+    def reveal(self) -> bytes:
+        return self._value
+
+    def text(self) -> str:
+        return self._value.decode("utf-8")
+
+    def fingerprint(self) -> str:
+        """Return a short hash that identifies the value in logs and metrics."""
+        return hashlib.sha256(self._value).hexdigest()[:12]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return f"Secret({self.source}, ****)"
+
+    __str__ = __repr__
+
+
+#: SHA-256 of every sample key the project ships (docker-compose, docs).
+#: These values are public, so a deployment that uses one is refused.
+SAMPLE_KEY_HASHES = frozenset(
+    {
+        hashlib.sha256(sample.encode()).hexdigest()
+        for sample in (
+            "change-me-change-me-change-me-change-me",
+            "compose-session-key-not-for-production-0001",
+            "compose-signing-key-not-for-production-0001",
+            "compose-api-token-not-for-production-00001",
+            "compose-launch-secret-not-for-production-01",
+        )
+    }
+)
+
+
+def resolve_secret(value: Any, base: Path, *, min_bytes: int = 0) -> Secret:
+    """Read a secret written as ``{env: NAME}`` or ``{file: PATH}``.
+
+    A literal string is refused because secrets do not belong in files that
+    are reviewed in git.
+    """
+    if isinstance(value, Secret):
+        return value
+    if isinstance(value, str):
+        raise ValueError(
+            "literal secrets are not allowed: write {env: NAME} or {file: PATH}"
+        )
+    if not isinstance(value, dict) or len(value) != 1 or not {"env", "file"} & set(value):
+        raise ValueError("a secret must be written as {env: NAME} or {file: PATH}")
+
+    if "env" in value:
+        name = value["env"]
+        raw = os.environ.get(str(name))
+        if raw is None or raw == "":
+            raise ValueError(f"environment variable {name!r} is not set or empty")
+        secret = Secret(raw.encode("utf-8"), f"env:{name}")
+    else:
+        path = (base / str(value["file"])).expanduser()
+        try:
+            raw_bytes = path.read_bytes().strip()
+        except OSError as exc:
+            raise ValueError(f"secret file '{path}' cannot be read: {exc.strerror}") from None
+        if not raw_bytes:
+            raise ValueError(f"secret file '{path}' is empty")
+        secret = Secret(raw_bytes, f"file:{path}")
+
+    if min_bytes and len(secret.reveal()) < min_bytes:
+        raise ValueError(
+            f"the key from {secret.source} is {len(secret.reveal())} bytes, "
+            f"at least {min_bytes} are required: create one with "
+            "'sso-gateway keys generate'"
+        )
+    if hashlib.sha256(secret.reveal()).hexdigest() in SAMPLE_KEY_HASHES:
+        raise ValueError(
+            f"the key from {secret.source} is a published sample key: "
+            "create one with 'sso-gateway keys generate'"
+        )
+    return secret

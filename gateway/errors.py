@@ -1,0 +1,87 @@
+"""The gateway's exception tree.
+
+Each ``GatewayError`` subclass maps to one HTTP status and one page, so that
+handlers raise and a single middleware renders the answer. Exceptions carry
+the tenant and a machine-readable reason for the log, never a secret.
+"""
+
+from __future__ import annotations
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway turns into a response."""
+
+    status = 500
+    page = "error"
+
+    def __init__(self, reason: str, *, tenant: str | None = None, detail: str = "") -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.tenant = tenant
+        self.detail = detail
+
+
+class BadRequest(GatewayError):
+    status = 400
+
+
+class Unauthorized(GatewayError):
+    status = 401
+
+
+class Forbidden(GatewayError):
+    status = 403
+
+
+class NotFound(GatewayError):
+    status = 404
+
+
+class MisdirectedRequest(GatewayError):
+    status = 421
+
+
+class TooManyRequests(GatewayError):
+    status = 429
+
+
+class UpstreamFailed(GatewayError):
+    status = 502
+
+
+class ServiceUnavailable(GatewayError):
+    status = 503
+
+
+class UpstreamTimeout(GatewayError):
+    status = 504
+
+
+class ConfigError(Exception):
+    """Raised when a configuration file is invalid; carries every problem."""
+
+    def __init__(self, problems: list[str], warnings: list[str] | None = None) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+        self.warnings = warnings or []
+
+
+class StorageError(Exception):
+    """Base of errors from the link table and other SQL storage."""
+
+
+class SchemaOutdated(StorageError):
+    """Raised when the database schema is not at the newest migration."""
+
+
+class LinkConflict(StorageError):
+    """Raised when a new link would break a uniqueness rule.
+
+    ``field`` is ``"ysis_user"`` when the Ysis account ID is already linked in
+    the tenant, or ``"medimo_account"`` when the Medimo account is.
+    """
+
+    def __init__(self, tenant: str, field: str) -> None:
+        super().__init__(f"tenant {tenant!r}: {field} is already linked")
+        self.tenant = tenant
+        self.field = field

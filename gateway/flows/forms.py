@@ -1,0 +1,237 @@
+"""The link form and the confirm form, which follow a launch.
+
+Both read the pending-launch cookie, which must belong to this tenant and to
+the certificate of this request, and both check the CSRF token bound to that
+cookie and the ``Origin`` of a post. A wrong password leaves the pending
+launch usable; a success marks it used in Redis, so it cannot be replayed,
+and always mints a new session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+from redis.exceptions import RedisError
+
+from gateway.config.loader import Tenant
+from gateway.errors import BadRequest, Forbidden, GatewayError, LinkConflict, ServiceUnavailable
+from gateway.flows.admission import admit
+from gateway.flows.login import log_in
+from gateway.logs import auth_logger
+from gateway.middleware.scope import SCOPE
+from gateway.pages.render import page
+from gateway.session.codec import PENDING_COOKIE, BadCookie
+from gateway.session.pending import PendingLaunch
+from gateway.state import GATEWAY
+
+WRONG_CREDENTIALS = "De gebruikersnaam of het wachtwoord is onjuist."
+WRONG_PASSWORD = "Het wachtwoord is onjuist."
+
+#: Bytes a form post may hold.
+MAX_FORM_BODY = 8 * 1024
+
+
+class AlreadyLinked(GatewayError):
+    status = 409
+
+
+def _pending(request: web.Request, tenant: Tenant) -> PendingLaunch:
+    gateway = request.app[GATEWAY]
+    scope = request[SCOPE]
+    try:
+        pending = gateway.pending.decode(request.cookies.get(PENDING_COOKIE, ""))
+    except BadCookie:
+        raise Forbidden("pending_missing", tenant=tenant.name) from None
+    age_ms = gateway.now_ms() - pending.issued_at
+    if not 0 <= age_ms <= gateway.config.gateway.session.pending_lifetime * 1000 + 5000:
+        raise Forbidden("pending_expired", tenant=tenant.name)
+    if pending.tenant != tenant.name or pending.fingerprint != scope.fingerprint:
+        raise Forbidden("pending_mismatch", tenant=tenant.name)
+    return pending
+
+
+def _check_origin(request: web.Request, tenant: Tenant) -> None:
+    origins = request.headers.getall("Origin", [])
+    expected = f"https://{request.host}".lower()
+    if len(origins) != 1 or origins[0].lower() != expected:
+        raise Forbidden("origin_mismatch", tenant=tenant.name)
+
+
+async def _form_fields(request: web.Request, tenant: Tenant, pending: PendingLaunch, form: str) -> dict[str, str]:
+    _check_origin(request, tenant)
+    if request.content_length is not None and request.content_length > MAX_FORM_BODY:
+        raise BadRequest("form_too_large", detail="Het formulier is te groot.")
+    data = await request.post()
+    fields: dict[str, str] = {}
+    for name in ("csrf_token", "username", "password"):
+        values = data.getall(name, [])
+        if len(values) > 1 or not all(isinstance(value, str) for value in values):
+            raise BadRequest("form_invalid", detail=f"Het veld '{name}' is ongeldig.")
+        fields[name] = str(values[0]) if values else ""
+    if not request.app[GATEWAY].pending.check_csrf(pending, form, fields["csrf_token"]):
+        raise Forbidden("csrf_invalid", tenant=tenant.name)
+    return fields
+
+
+async def _use_up(request: web.Request, pending: PendingLaunch, tenant: Tenant) -> None:
+    """Mark the pending launch used; raise if it was used before or Redis is down."""
+    gateway = request.app[GATEWAY]
+    ttl_ms = int(gateway.config.gateway.session.pending_lifetime * 1000) + 10_000
+    try:
+        fresh = await gateway.redis.set(f"sso:pending-used:{pending.pid}", "1", nx=True, px=ttl_ms)
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("redis_unavailable", tenant=tenant.name) from exc
+    if not fresh:
+        raise Forbidden("pending_reused", tenant=tenant.name)
+
+
+async def _require_redis(request: web.Request, tenant: Tenant) -> None:
+    # Password forms need Redis (single use, and attempt limits); without it
+    # they answer 503 instead of running without limits.
+    try:
+        await request.app[GATEWAY].redis.ping()
+    except (RedisError, OSError) as exc:
+        raise ServiceUnavailable("redis_unavailable", tenant=tenant.name) from exc
+
+
+async def _after_minimum(started: float, request: web.Request) -> None:
+    minimum = request.app[GATEWAY].config.gateway.forms.min_failure_time
+    remaining = started + minimum - time.monotonic()
+    if remaining > 0:
+        await asyncio.sleep(remaining)
+
+
+def _render(
+    request: web.Request,
+    tenant: Tenant,
+    pending: PendingLaunch,
+    form: str,
+    *,
+    error: str = "",
+    username: str = "",
+    status: int = 200,
+) -> web.Response:
+    gateway = request.app[GATEWAY]
+    titles = {"link": "Account koppelen", "confirm": "Wachtwoord bevestigen"}
+    context = {
+        "title": titles[form],
+        "tenant_display": tenant.config.display_name,
+        "ysis_user": pending.ysis_user,
+        "action": f"/sso/ysis/{tenant.name}/{form}",
+        "csrf_token": gateway.pending.csrf_token(pending, form),
+        "error": error,
+        "username": username,
+    }
+    return page(request, f"{form}.html", context, status=status)
+
+
+async def link_form(request: web.Request) -> web.StreamResponse:
+    tenant = admit(request, request.match_info["tenant"])
+    pending = _pending(request, tenant)
+    if pending.account is not None or not tenant.config.allow_self_link:
+        raise Forbidden("pending_mismatch", tenant=tenant.name)
+    return _render(request, tenant, pending, "link")
+
+
+async def link_submit(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    gateway = request.app[GATEWAY]
+    tenant = admit(request, request.match_info["tenant"])
+    pending = _pending(request, tenant)
+    if pending.account is not None or not tenant.config.allow_self_link:
+        raise Forbidden("pending_mismatch", tenant=tenant.name)
+    fields = await _form_fields(request, tenant, pending, "link")
+    await _require_redis(request, tenant)
+
+    username = fields["username"].strip()
+    account = None
+    if username and fields["password"] and len(username) <= 128 and len(fields["password"]) <= 256:
+        account = await gateway.api.verify_account(username, fields["password"])
+    if account is None:
+        _log_failure(request, tenant, pending, "link_password_wrong")
+        await _after_minimum(started, request)
+        return _render(request, tenant, pending, "link", error=WRONG_CREDENTIALS, username=username[:128], status=401)
+
+    await _use_up(request, pending, tenant)
+    try:
+        await gateway.links.add(tenant.name, pending.ysis_user, account.account_id, "self-link")
+    except LinkConflict as conflict:
+        existing = await gateway.links.get(tenant.name, pending.ysis_user)
+        if conflict.field != "ysis_user" or existing is None or existing.medimo_account != account.account_id:
+            raise AlreadyLinked("account_already_linked", tenant=tenant.name) from None
+    auth_logger.info(
+        "link created",
+        extra={
+            "event": "link_created",
+            "request_id": request[SCOPE].request_id,
+            "tenant": tenant.name,
+            "ysis_user": pending.ysis_user,
+            "account": account.account_id,
+        },
+    )
+    return await log_in(
+        request,
+        tenant,
+        account=account.account_id,
+        ysis_user=pending.ysis_user,
+        client_id=pending.client_id,
+        view=pending.view,
+    )
+
+
+async def confirm_form(request: web.Request) -> web.StreamResponse:
+    tenant = admit(request, request.match_info["tenant"])
+    pending = _pending(request, tenant)
+    if pending.account is None:
+        raise Forbidden("pending_mismatch", tenant=tenant.name)
+    return _render(request, tenant, pending, "confirm")
+
+
+async def confirm_submit(request: web.Request) -> web.StreamResponse:
+    started = time.monotonic()
+    gateway = request.app[GATEWAY]
+    tenant = admit(request, request.match_info["tenant"])
+    pending = _pending(request, tenant)
+    if pending.account is None:
+        raise Forbidden("pending_mismatch", tenant=tenant.name)
+    fields = await _form_fields(request, tenant, pending, "confirm")
+    await _require_redis(request, tenant)
+
+    password = fields["password"]
+    ok = bool(password) and len(password) <= 256 and await gateway.api.verify_password(pending.account, password)
+    if not ok:
+        _log_failure(request, tenant, pending, "confirm_password_wrong")
+        await _after_minimum(started, request)
+        return _render(request, tenant, pending, "confirm", error=WRONG_PASSWORD, status=401)
+
+    # The link may have been removed since the launch.
+    link = await gateway.links.get(tenant.name, pending.ysis_user)
+    if link is None or link.medimo_account != pending.account:
+        raise Forbidden("link_changed", tenant=tenant.name)
+    await _use_up(request, pending, tenant)
+    await gateway.links.touch(tenant.name, pending.ysis_user, gateway.utcnow())
+    return await log_in(
+        request,
+        tenant,
+        account=pending.account,
+        ysis_user=pending.ysis_user,
+        client_id=pending.client_id,
+        view=pending.view,
+    )
+
+
+def _log_failure(request: web.Request, tenant: Tenant, pending: PendingLaunch, event: str) -> None:
+    scope = request[SCOPE]
+    scope.outcome = event
+    auth_logger.warning(
+        "password check failed",
+        extra={
+            "event": event,
+            "request_id": scope.request_id,
+            "tenant": tenant.name,
+            "ysis_user": pending.ysis_user,
+            "client": str(scope.client) if scope.client else None,
+        },
+    )

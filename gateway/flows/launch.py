@@ -1,0 +1,141 @@
+"""The Ysis launch: ``GET`` or ``POST /sso/ysis/{tenant}``.
+
+Order of the checks: tenant and certificate pin, client address, then the
+parameters. A launch that passes the first two ends whatever session the
+browser had, then either logs the user in (303 to the landing page) or sends
+them to the link or confirm form with a pending-launch cookie.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from aiohttp import web
+from multidict import MultiDictProxy
+
+from gateway.errors import BadRequest, Forbidden
+from gateway.flows.admission import admit
+from gateway.flows.cookies import expire_sent_cookies, see_other, set_pending_cookie
+from gateway.flows.login import end_browser_session, log_in
+from gateway.logs import auth_logger
+from gateway.middleware.scope import SCOPE
+from gateway.state import GATEWAY
+
+ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
+
+#: Bytes a form-encoded launch body may hold.
+MAX_LAUNCH_BODY = 8 * 1024
+
+
+@dataclass(frozen=True)
+class LaunchParameters:
+    user_id: str
+    client_id: str | None
+    bsn: str | None
+    view: str | None
+
+
+def elfproef(bsn: str) -> bool:
+    """Check a BSN: nine digits whose weighted sum (9..2, then -1) is divisible by 11."""
+    if len(bsn) != 9 or not bsn.isascii() or not bsn.isdigit():
+        return False
+    weights = (9, 8, 7, 6, 5, 4, 3, 2, -1)
+    total = sum(int(digit) * weight for digit, weight in zip(bsn, weights))
+    return total % 11 == 0 and bsn != "000000000"
+
+
+def _single(values: MultiDictProxy[str], name: str) -> str | None:
+    found = values.getall(name, [])
+    return found[0] if found else None
+
+
+def parse_parameters(values: MultiDictProxy[str]) -> LaunchParameters:
+    """Apply the launch parameter rules; raise BadRequest naming the parameter."""
+    for name in set(values.keys()):
+        if len(values.getall(name)) > 1:
+            raise BadRequest("parameter_repeated", detail=f"De parameter '{name[:40]}' komt meer dan één keer voor.")
+
+    user_id = _single(values, "userId")
+    if user_id is None or user_id == "":
+        raise BadRequest("parameter_missing", detail="De parameter 'userId' ontbreekt.")
+    if not ACCOUNT_ID.match(user_id):
+        raise BadRequest("parameter_invalid", detail="De parameter 'userId' is ongeldig.")
+
+    client_id = _single(values, "clientId")
+    if client_id is not None and not ACCOUNT_ID.match(client_id):
+        raise BadRequest("parameter_invalid", detail="De parameter 'clientId' is ongeldig.")
+
+    bsn = _single(values, "bsn")
+    if bsn is not None and not elfproef(bsn):
+        # SECURITY: the message names the parameter, never the value.
+        raise BadRequest("parameter_invalid", detail="De parameter 'bsn' is ongeldig.")
+
+    return LaunchParameters(user_id, client_id or None, bsn, _single(values, "view"))
+
+
+async def read_parameters(request: web.Request) -> MultiDictProxy[str]:
+    """Return the query of a GET launch or the form body of a POST launch."""
+    if request.method != "POST":
+        return request.query
+    if request.query_string:
+        raise BadRequest("post_with_query", detail="Een POST-start mag geen parameters in het adres hebben.")
+    if request.content_type != "application/x-www-form-urlencoded":
+        raise BadRequest("post_content_type", detail="Een POST-start moet formuliergegevens bevatten.")
+    if request.content_length is not None and request.content_length > MAX_LAUNCH_BODY:
+        raise BadRequest("post_too_large", detail="Het verzoek is te groot.")
+    return await request.post()
+
+
+async def launch(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    scope = request[SCOPE]
+    tenant = admit(request, request.match_info["tenant"])
+    params = parse_parameters(await read_parameters(request))
+    previous = await end_browser_session(request)
+
+    link = await gateway.links.get(tenant.name, params.user_id)
+    if link is None and not tenant.config.allow_self_link:
+        raise Forbidden("self_link_not_allowed", tenant=tenant.name)
+
+    auth_logger.info(
+        "launch accepted",
+        extra={
+            "event": "launch",
+            "request_id": scope.request_id,
+            "tenant": tenant.name,
+            "ysis_user": params.user_id,
+            "linked": link is not None,
+            "ended_session": previous,
+        },
+    )
+    if link is not None and not tenant.config.confirm_password:
+        await gateway.links.touch(tenant.name, params.user_id, gateway.utcnow())
+        response = await log_in(
+            request,
+            tenant,
+            account=link.medimo_account,
+            ysis_user=params.user_id,
+            client_id=None,
+            view=params.view,
+        )
+        expire_sent_cookies(request, response)
+        return response
+
+    pending = gateway.pending.new(
+        tenant=tenant.name,
+        ysis_user=params.user_id,
+        account=link.medimo_account if link else None,
+        client_id=None,
+        client_outcome=None,
+        view=params.view,
+        fingerprint=scope.fingerprint,
+        issued_at=gateway.now_ms(),
+    )
+    form = "confirm" if link is not None else "link"
+    response = see_other(f"/sso/ysis/{tenant.name}/{form}")
+    set_pending_cookie(
+        response, gateway.pending.encode(pending), gateway.config.gateway.session.pending_lifetime
+    )
+    expire_sent_cookies(request, response)
+    return response

@@ -1,0 +1,111 @@
+"""Minting a session at the end of a flow, and ending the one a browser had."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from aiohttp import web
+
+from gateway.config.loader import Tenant
+from gateway.flows.cookies import expire_cookie, see_other, set_session_cookie
+from gateway.logs import auth_logger
+from gateway.middleware.scope import SCOPE
+from gateway.session.codec import PENDING_COOKIE, SESSION_COOKIE, BadCookie
+from gateway.session.sessions import Session
+from gateway.state import GATEWAY, Gateway
+
+
+def landing_path(gateway: Gateway, tenant: Tenant, view: str | None, client_id: str | None) -> str:
+    """Return the upstream path a launch lands on; never a URL from the request.
+
+    An unknown or disallowed view, and a view that needs a client when none
+    was resolved, land on the main menu (``default``).
+    """
+    views = gateway.config.gateway.views
+    wanted = view if view is not None else ("status" if client_id else "default")
+    reason = None
+    if wanted not in views:
+        reason = "view_unknown"
+    elif not tenant.config.allows_view(wanted):
+        reason = "view_not_allowed"
+    elif "{client_id}" in views[wanted] and not client_id:
+        reason = "view_needs_client"
+    if reason is not None:
+        auth_logger.info(
+            "view replaced by the main menu",
+            extra={"event": reason, "tenant": tenant.name, "view": (view or "")[:64]},
+        )
+        wanted = "default"
+    return views[wanted].replace("{client_id}", client_id or "")
+
+
+def session_from_cookie(request: web.Request) -> Session | None:
+    """Return the signed session the browser sent, or None (expiry not checked)."""
+    value = request.cookies.get(SESSION_COOKIE)
+    if not value:
+        return None
+    try:
+        return request.app[GATEWAY].sessions.decode(value)
+    except BadCookie:
+        return None
+
+
+async def end_browser_session(request: web.Request) -> bool:
+    """Revoke the browser's current session, if it sent a valid one."""
+    gateway = request.app[GATEWAY]
+    session = session_from_cookie(request)
+    if session is None:
+        return False
+    tenant = gateway.tenant(session.tenant)
+    lifetime = gateway.lifetimes(tenant).lifetime if tenant else gateway.config.gateway.session.lifetime
+    expires = dt.datetime.fromtimestamp(session.issued_at / 1000 + lifetime, dt.timezone.utc)
+    await gateway.revocations.revoke("session", session.tenant, session.sid, expires)
+    auth_logger.info(
+        "session ended",
+        extra={
+            "event": "session_ended",
+            "request_id": request[SCOPE].request_id,
+            "tenant": session.tenant,
+            "session": session.sid[:8],
+        },
+    )
+    return True
+
+
+async def log_in(
+    request: web.Request,
+    tenant: Tenant,
+    *,
+    account: str,
+    ysis_user: str,
+    client_id: str | None,
+    view: str | None,
+) -> web.StreamResponse:
+    """Mint a new session and answer 303 to the landing page."""
+    gateway = request.app[GATEWAY]
+    scope = request[SCOPE]
+    session = gateway.sessions.mint(
+        tenant=tenant.name,
+        account=account,
+        ysis_user=ysis_user,
+        client_id=client_id,
+        fingerprint=scope.fingerprint,
+        now_ms=gateway.now_ms(),
+    )
+    response = see_other(landing_path(gateway, tenant, view, client_id))
+    set_session_cookie(response, gateway.sessions.encode(session))
+    if PENDING_COOKIE in request.cookies:
+        expire_cookie(response, PENDING_COOKIE)
+    scope.outcome = "logged_in"
+    auth_logger.info(
+        "logged in",
+        extra={
+            "event": "logged_in",
+            "request_id": scope.request_id,
+            "tenant": tenant.name,
+            "ysis_user": ysis_user,
+            "account": account,
+            "session": session.sid[:8],
+        },
+    )
+    return response

@@ -1,0 +1,29 @@
+"""Logout: ``POST /sso/logout`` and the page it leads to."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import Forbidden
+from gateway.flows.cookies import expire_cookie, see_other
+from gateway.flows.login import end_browser_session
+from gateway.pages.render import page
+from gateway.session.codec import GATEWAY_COOKIES
+
+LOGGED_OUT_PATH = "/sso/afgemeld"
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    origins = request.headers.getall("Origin", [])
+    if len(origins) != 1 or origins[0].lower() != f"https://{request.host}".lower():
+        raise Forbidden("origin_mismatch")
+    await end_browser_session(request)
+    response = see_other(LOGGED_OUT_PATH)
+    for name in GATEWAY_COOKIES:
+        expire_cookie(response, name)
+    response.headers["Clear-Site-Data"] = '"cookies"'
+    return response
+
+
+async def logged_out(request: web.Request) -> web.StreamResponse:
+    return page(request, "logged_out.html", {"title": "U bent afgemeld"})

@@ -1,0 +1,71 @@
+"""Every request outside ``/sso/``: check the session, then proxy it upstream."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.errors import Forbidden, NotFound, Unauthorized
+from gateway.flows.admission import check_address
+from gateway.flows.cookies import set_session_cookie
+from gateway.flows.login import session_from_cookie
+from gateway.middleware.scope import SCOPE
+from gateway.session.sessions import Session, expiry_reason, touched
+from gateway.state import GATEWAY
+
+#: Path prefixes the gateway owns; nothing below them goes upstream.
+RESERVED_PREFIXES = ("/sso/", "/relay/")
+
+
+def identity_headers(session: Session, request_id: str) -> dict[str, str]:
+    headers = {
+        "X-Medimo-Account": session.account,
+        "X-Medimo-Tenant": session.tenant,
+        "X-Ysis-User": session.ysis_user,
+    }
+    if session.client_id:
+        headers["X-Medimo-Client"] = session.client_id
+    headers["X-Medimo-Auth-Method"] = "ysis"
+    headers["X-Request-Id"] = request_id
+    return headers
+
+
+async def proxied(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    scope = request[SCOPE]
+    path = request.rel_url.path
+    if path.startswith("/sso/ysis/"):
+        # A path that is no valid tenant gets the same page as an unknown one.
+        raise Forbidden("unknown_tenant", detail=path[10:74])
+    if path in ("/sso", "/relay") or path.startswith(RESERVED_PREFIXES):
+        raise NotFound("reserved_path")
+
+    session = session_from_cookie(request)
+    if session is None:
+        raise Unauthorized("session_missing")
+    scope.tenant = session.tenant
+    tenant = gateway.tenant(session.tenant)
+    if tenant is None:
+        raise Unauthorized("tenant_removed", tenant=session.tenant)
+    limits = gateway.lifetimes(tenant)
+    now_ms = gateway.now_ms()
+    reason = expiry_reason(session, limits, now_ms)
+    if reason is not None:
+        raise Unauthorized(reason, tenant=tenant.name)
+    if gateway.revocations.is_revoked(session):
+        raise Unauthorized("session_revoked", tenant=tenant.name)
+    check_address(request, tenant)
+    if tenant.config.bind_session_to_certificate and scope.fingerprint != session.fingerprint:
+        # SECURITY: a copied cookie is useless on a machine without the
+        # certificate the session was minted with.
+        raise Unauthorized("certificate_not_bound", tenant=tenant.name)
+
+    refreshed = touched(session, limits, now_ms)
+
+    def decorate(response: web.StreamResponse) -> None:
+        if refreshed is not None:
+            set_session_cookie(response, gateway.sessions.encode(refreshed))
+
+    scope.outcome = "proxied"
+    return await gateway.proxy.forward(
+        request, identity_headers(session, scope.request_id), str(scope.client), decorate
+    )

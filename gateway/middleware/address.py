@@ -1,0 +1,48 @@
+"""The client address and the tenant's IP allowlist.
+
+The peer address counts, unless the peer is a configured trusted proxy: then
+the rightmost address across all ``X-Forwarded-For`` lines that is not itself
+a trusted proxy is the client. Other forwarding headers (``Forwarded``,
+``X-Real-IP``, ``True-Client-IP``) are never read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+from aiohttp import web
+
+from gateway.config.types import IPNetwork
+from gateway.middleware.scope import IPAddress, normalise_address
+
+
+def _inside(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    return any(address.version == net.version and address in net for net in networks)
+
+
+def client_address(
+    request: web.BaseRequest, peer: IPAddress | None, trusted_proxies: Sequence[IPNetwork]
+) -> IPAddress | None:
+    """Return the client's address, or None when it cannot be trusted."""
+    if peer is None or not _inside(peer, trusted_proxies):
+        return peer
+
+    hops: list[str] = []
+    for line in request.headers.getall("X-Forwarded-For", []):
+        hops.extend(part.strip() for part in line.split(","))
+    client = peer
+    for hop in reversed(hops):
+        address = normalise_address(hop)
+        if address is None:
+            # SECURITY: an unparsable hop could hide the real client, so the
+            # request has no trustworthy address at all.
+            return None
+        client = address
+        if not _inside(address, trusted_proxies):
+            return address
+    return client
+
+
+def allowed(address: IPAddress | None, allowlist: Sequence[IPNetwork]) -> bool:
+    """Tell whether an address is in the allowlist; an empty list admits nobody."""
+    return address is not None and _inside(address, allowlist)

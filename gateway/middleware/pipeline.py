@@ -1,0 +1,145 @@
+"""The middlewares that wrap every request, outermost first.
+
+1. ``scope_middleware`` reads the peer address and certificate before any
+   ``await`` and writes the access log line, so every request, refused or
+   not, is logged with its request ID.
+2. ``error_middleware`` turns every ``GatewayError`` and aiohttp HTTP error
+   into a Dutch page and logs refusals; nothing below it shows a stack trace.
+3. ``method_middleware`` refuses methods outside the supported set (405)
+   before any routing or upstream work.
+4. ``host_middleware`` refuses a ``Host`` that names none of the configured
+   public hostnames (421), so a request for another site never reaches a flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.errors import GatewayError, MisdirectedRequest
+from gateway.logs import access_logger, auth_logger, server_logger
+from gateway.middleware.scope import SCOPE, build_scope
+from gateway.config.models import normalise_host
+from gateway.pages.render import error_page
+from gateway.state import GATEWAY
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+ALLOWED_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
+#: HSTS for two years; the gateway serves nothing over plain HTTP.
+HSTS = "max-age=63072000; includeSubDomains"
+
+
+@web.middleware
+async def scope_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = build_scope(request)
+    request[SCOPE] = scope
+    status = 500
+    try:
+        response = await handler(request)
+        status = response.status
+        return response
+    finally:
+        access_logger.info(
+            "request",
+            extra={
+                "request_id": scope.request_id,
+                "method": request.method,
+                "path": request.rel_url.path[:256],
+                "status": status,
+                "tenant": scope.tenant,
+                "peer": str(scope.peer) if scope.peer else None,
+                "client": str(scope.client) if scope.client else None,
+                "outcome": scope.outcome,
+                "duration_ms": round((time.monotonic() - scope.started) * 1000, 1),
+            },
+        )
+
+
+def _log_refusal(request: web.Request, error: GatewayError) -> None:
+    scope = request[SCOPE]
+    scope.outcome = error.reason
+    fields = {
+        "event": error.reason,
+        "request_id": scope.request_id,
+        "tenant": error.tenant or scope.tenant,
+        "peer": str(scope.peer) if scope.peer else None,
+        "client": str(scope.client) if scope.client else None,
+        "certificate": scope.fingerprint,
+        "status": error.status,
+    }
+    if error.detail and error.status != 400:
+        fields["detail"] = error.detail
+    if error.status >= 500:
+        auth_logger.error("request failed", extra=fields)
+    else:
+        auth_logger.warning("request refused", extra=fields)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    scope = request[SCOPE]
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        _log_refusal(request, error)
+        return error_page(request, error.status, scope.request_id, _shown_detail(error))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        scope.outcome = f"http_{exc.status}"
+        page = error_page(request, exc.status, scope.request_id)
+        if exc.status == 405 and "Allow" in exc.headers:
+            page.headers["Allow"] = exc.headers["Allow"]
+        return page
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        scope.outcome = "internal_error"
+        server_logger.exception(
+            "unhandled error", extra={"event": "internal_error", "request_id": scope.request_id}
+        )
+        return error_page(request, 500, scope.request_id)
+
+
+def _shown_detail(error: GatewayError) -> str:
+    # Only 400 pages name what was wrong (the parameter, never its value);
+    # every other refusal keeps its reason for the log.
+    return error.detail if error.status == 400 else ""
+
+
+@web.middleware
+async def method_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.method not in ALLOWED_METHODS:
+        raise web.HTTPMethodNotAllowed(request.method, sorted(ALLOWED_METHODS))
+    return await handler(request)
+
+
+def _host_name(host: str) -> str:
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+@web.middleware
+async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    names = request.app[GATEWAY].config.gateway.public_hostnames
+    hosts = request.headers.getall("Host", [])
+    if len(hosts) != 1 or normalise_host(_host_name(hosts[0])) not in names:
+        raise MisdirectedRequest("host_not_served", detail=(hosts or [""])[0][:100])
+    return await handler(request)
+
+
+async def add_security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """Add HSTS and the request ID to every response, streamed ones included."""
+    response.headers["Strict-Transport-Security"] = HSTS
+    scope = request.get(SCOPE)
+    if scope is not None:
+        response.headers["X-Request-Id"] = scope.request_id
+
+
+MIDDLEWARES = (scope_middleware, error_middleware, method_middleware, host_middleware)

@@ -1,0 +1,88 @@
+"""Running the gateway: the runner, its TLS sites, and signal handling."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from gateway.app import create_app
+from gateway.config.loader import Config
+from gateway.logs import server_logger
+from gateway.server import MutualTlsSite
+from gateway.tls import server_context
+
+#: Settings of aiohttp's request handler (limits on what a client may send).
+HANDLER_SETTINGS = {
+    # A proxy passes bodies through as bytes, so nothing is decompressed.
+    "auto_decompress": False,
+    "keepalive_timeout": 15.0,
+    "max_line_size": 8190,
+    "max_field_size": 8190,
+    "access_log": None,
+    "handler_cancellation": True,
+}
+
+
+@dataclass
+class RunningGateway:
+    """A started gateway: its runner, its sites and the TLS context in force."""
+
+    runner: web.AppRunner
+    sites: list[MutualTlsSite]
+    context: ssl.SSLContext
+
+    @property
+    def port(self) -> int:
+        return self.sites[0].port
+
+    async def stop(self) -> None:
+        await self.runner.cleanup()
+
+
+async def start(
+    config: Config,
+    *,
+    port: int | None = None,
+    clock: Callable[[], float] | None = None,
+) -> RunningGateway:
+    """Start the gateway on the configured addresses (or ``port``)."""
+    app = create_app(config, clock=clock)
+    runner = web.AppRunner(app, handle_signals=False, **HANDLER_SETTINGS)  # type: ignore[arg-type]
+    await runner.setup()
+    running = RunningGateway(runner, [], server_context(config))
+    listen = config.gateway.listen
+    chosen = listen.port if port is None else port
+    for host in listen.host:
+        site = MutualTlsSite(
+            runner,
+            host,
+            chosen,
+            lambda: running.context,
+            handshake_timeout=config.gateway.tls.handshake_timeout,
+        )
+        await site.start()
+        running.sites.append(site)
+        # With port 0, every further address takes the port the first one got.
+        chosen = site.port
+    for site in running.sites:
+        server_logger.info("listening", extra={"event": "listening", "url": site.name})
+    return running
+
+
+async def serve(config: Config) -> None:
+    """Run until SIGTERM or SIGINT, then stop gracefully."""
+    running = await start(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        server_logger.info("stopping", extra={"event": "stopping"})
+        await running.stop()

@@ -1,0 +1,192 @@
+"""The TLS listener: plain TCP first, then a handshake the gateway runs itself.
+
+asyncio logs a failed server-side TLS handshake only in debug mode, and
+aiohttp never sees the connection, so a refused client certificate would
+leave no trace. Each connection is therefore accepted as plain TCP, upgraded
+with ``loop.start_tls()`` here, where a failure is logged with the peer and
+the verify error, and only then handed to aiohttp's request handler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+from aiohttp.web_runner import BaseSite
+
+from gateway.logs import tls_logger
+
+SslContextSource = Callable[[], ssl.SSLContext]
+
+
+class _Buffer(asyncio.Protocol):
+    """Holds what arrives between the end of the handshake and the handover.
+
+    ``start_tls`` reads decrypted data as soon as the handshake completes,
+    before the coroutine that awaited it resumes, so aiohttp's protocol could
+    receive data before ``connection_made``.
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.eof = False
+        self.lost: tuple[Exception | None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def eof_received(self) -> bool | None:
+        self.eof = True
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = (exc,)
+
+
+def _describe(error: BaseException) -> str:
+    if isinstance(error, ssl.SSLCertVerificationError):
+        return f"certificate verify failed: {error.verify_message} ({error.verify_code})"
+    if isinstance(error, ssl.SSLError):
+        return error.reason or str(error)
+    if isinstance(error, TimeoutError):
+        return "handshake timed out"
+    return type(error).__name__
+
+
+class TlsAcceptor(asyncio.Protocol):
+    """Accepts one TCP connection, runs the TLS handshake, then hands over."""
+
+    def __init__(
+        self,
+        server: web.Server,
+        contexts: SslContextSource,
+        handshake_timeout: float,
+        on_handshake_failed: Callable[[str], None] | None = None,
+    ) -> None:
+        self._server = server
+        self._contexts = contexts
+        self._timeout = handshake_timeout
+        self._on_failed = on_handshake_failed
+        self._task: asyncio.Task[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._upgrade(transport))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+
+    async def _upgrade(self, transport: asyncio.Transport) -> None:
+        peer = transport.get_extra_info("peername")
+        peer_text = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        buffer = _Buffer()
+        loop = asyncio.get_running_loop()
+        try:
+            tls = await loop.start_tls(
+                transport,
+                buffer,
+                self._contexts(),
+                server_side=True,
+                ssl_handshake_timeout=self._timeout,
+            )
+        except asyncio.CancelledError:
+            transport.abort()
+            raise
+        except (OSError, ssl.SSLError, TimeoutError, ConnectionError) as exc:
+            reason = _describe(exc)
+            tls_logger.warning(
+                "tls handshake failed",
+                extra={"event": "tls_handshake_failed", "peer": peer_text, "error": reason},
+            )
+            if self._on_failed is not None:
+                self._on_failed(reason)
+            transport.abort()
+            return
+        if tls is None:
+            transport.abort()
+            return
+        self._hand_over(tls, buffer)
+
+    def _hand_over(self, tls: asyncio.Transport, buffer: _Buffer) -> None:
+        handler = self._server()
+        tls.set_protocol(handler)
+        handler.connection_made(tls)
+        for chunk in buffer.chunks:
+            handler.data_received(chunk)
+        if buffer.eof:
+            handler.eof_received()
+        if buffer.lost is not None:
+            handler.connection_lost(buffer.lost[0])
+
+
+class MutualTlsSite(BaseSite):
+    """An aiohttp site that serves TLS through ``TlsAcceptor``.
+
+    ``contexts`` is called for each new connection, so a reload that swaps
+    the context applies to new connections only.
+    """
+
+    __slots__ = ("_host", "_port", "_contexts", "_handshake_timeout", "_on_failed", "_sock")
+
+    def __init__(
+        self,
+        runner: web.BaseRunner[Any],
+        host: str,
+        port: int,
+        contexts: SslContextSource,
+        *,
+        handshake_timeout: float = 10.0,
+        on_handshake_failed: Callable[[str], None] | None = None,
+        sock: socket.socket | None = None,
+        backlog: int = 128,
+    ) -> None:
+        super().__init__(runner, backlog=backlog)
+        self._host = host
+        self._port = port
+        self._contexts = contexts
+        self._handshake_timeout = handshake_timeout
+        self._on_failed = on_handshake_failed
+        self._sock = sock
+
+    @property
+    def name(self) -> str:
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"https://{host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        server = self._runner.server
+        assert server is not None
+
+        def factory() -> TlsAcceptor:
+            return TlsAcceptor(
+                server, self._contexts, self._handshake_timeout, self._on_failed
+            )
+
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                factory, sock=self._sock, backlog=self._backlog
+            )
+        else:
+            self._server = await loop.create_server(
+                factory,
+                self._host,
+                self._port,
+                backlog=self._backlog,
+                reuse_address=True,
+            )
+        sockets = self._server.sockets or ()
+        if self._port == 0 and sockets:
+            self._port = sockets[0].getsockname()[1]
+
+    @property
+    def port(self) -> int:
+        return self._port
+

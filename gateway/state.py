@@ -1,0 +1,59 @@
+"""The app-wide objects of a running gateway, created in the startup hook."""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import aiohttp
+from aiohttp import web
+from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.config.loader import Config, Tenant
+from gateway.links.store import LinkStore
+from gateway.session.pending import PendingCodec
+from gateway.session.revocation import RevocationList
+from gateway.session.sessions import Lifetimes, SessionCodec
+from gateway.upstream.api import MedimoApi
+from gateway.upstream.proxy import Proxy
+
+
+@dataclass
+class Gateway:
+    """Everything a handler needs, reachable as ``request.app[GATEWAY]``."""
+
+    config: Config
+    sessions: SessionCodec
+    pending: PendingCodec
+    links: LinkStore
+    revocations: RevocationList
+    redis: Redis
+    engine: AsyncEngine
+    http: aiohttp.ClientSession
+    api: MedimoApi
+    proxy: Proxy
+    clock: Callable[[], float] = field(default=time.time)
+
+    def utcnow(self) -> dt.datetime:
+        return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def tenant(self, name: str) -> Tenant | None:
+        return self.config.tenants.get(name)
+
+    def lifetimes(self, tenant: Tenant) -> Lifetimes:
+        defaults = self.config.gateway.session
+        overrides = tenant.config.session
+        return Lifetimes(
+            lifetime=overrides.lifetime or defaults.lifetime,
+            idle_timeout=overrides.idle_timeout or defaults.idle_timeout,
+            refresh_after=defaults.refresh_after,
+        )
+
+
+GATEWAY = web.AppKey("gateway", Gateway)

@@ -1,0 +1,153 @@
+"""Database engines and schema migrations of the gateway.
+
+Two drivers are supported: ``sqlite+aiosqlite`` for a single instance and
+``postgresql+asyncpg`` for several. Alembic scripts live in the package's
+``migrations`` folder, so migrating works from any working directory.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from alembic.util import CommandError
+from sqlalchemy import event, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from gateway.errors import SchemaOutdated
+
+MIGRATIONS_FOLDER = Path(__file__).with_name("migrations")
+
+SQLITE_SCHEME = "sqlite+aiosqlite"
+POSTGRES_SCHEME = "postgresql+asyncpg"
+ACCEPTED_URL_FORMS = (
+    f"'{SQLITE_SCHEME}:///PATH' or "
+    f"'{POSTGRES_SCHEME}://USER:PASSWORD@HOST:PORT/DATABASE'"
+)
+UPGRADE_HINT = "run 'sso-gateway db upgrade'"
+
+#: How long SQLite waits for another writer's lock before failing, in milliseconds.
+SQLITE_BUSY_TIMEOUT_MS = 5000
+
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://")
+
+
+def create_engine(url: str) -> AsyncEngine:
+    """Create an async engine for a SQLite or PostgreSQL URL.
+
+    Raises ValueError for any other driver. The message names only the URL
+    scheme, so a password in the URL never reaches a log.
+    """
+    scheme = url_scheme(url)
+    if scheme == SQLITE_SCHEME:
+        engine = create_async_engine(url)
+        event.listen(engine.sync_engine, "connect", _configure_sqlite)
+        return engine
+    if scheme == POSTGRES_SCHEME:
+        return create_async_engine(url, pool_pre_ping=True)
+    if scheme is None:
+        raise ValueError(f"database URL has no scheme: use {ACCEPTED_URL_FORMS}")
+    raise ValueError(
+        f"unsupported database URL scheme {scheme!r}: use {ACCEPTED_URL_FORMS}"
+    )
+
+
+def url_scheme(url: str) -> str | None:
+    """Return the scheme of a database URL, such as ``sqlite+aiosqlite``."""
+    match = _SCHEME.match(url)
+    return match.group(1) if match else None
+
+
+def _configure_sqlite(dbapi_connection: Any, connection_record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        # WAL lets readers go on while a writer holds the lock.
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+async def ping(engine: AsyncEngine) -> None:
+    """Run ``SELECT 1`` to check that the database is reachable."""
+    async with engine.connect() as connection:
+        await connection.execute(text("SELECT 1"))
+
+
+def alembic_config(url: str | None = None) -> Config:
+    """Build an Alembic configuration for the package's migrations.
+
+    The URL travels in ``config.attributes["url"]`` rather than in an ini
+    option, because ini interpolation would mangle a ``%`` in a password.
+    """
+    config = Config()
+    # Escape "%" because Alembic stores main options in a ConfigParser.
+    config.set_main_option("script_location", str(MIGRATIONS_FOLDER).replace("%", "%%"))
+    if url is not None:
+        config.attributes["url"] = url
+    return config
+
+
+def head_revision() -> str:
+    """Return the newest migration revision that this code expects."""
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    if head is None:
+        raise RuntimeError(f"no migrations found in {MIGRATIONS_FOLDER}")
+    return head
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """Return the database's migration revision, or None if it has none."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_read_revision)
+
+
+def _read_revision(connection: Connection) -> str | None:
+    return MigrationContext.configure(connection).get_current_revision()
+
+
+async def require_current_schema(engine: AsyncEngine) -> None:
+    """Raise SchemaOutdated unless the database is at the head revision."""
+    expected = head_revision()
+    current = await current_revision(engine)
+    if current == expected:
+        return
+    if current is None:
+        raise SchemaOutdated(
+            f"database has no gateway tables, expected schema revision "
+            f"{expected!r}: {UPGRADE_HINT}"
+        )
+    if not _is_known_revision(current):
+        raise SchemaOutdated(
+            f"database schema is at revision {current!r}, which this gateway "
+            f"version does not know (expected {expected!r}): install the gateway "
+            f"version that wrote it or restore a matching database"
+        )
+    raise SchemaOutdated(
+        f"database schema is at revision {current!r}, expected {expected!r}: "
+        f"{UPGRADE_HINT}"
+    )
+
+
+def _is_known_revision(revision: str) -> bool:
+    script = ScriptDirectory.from_config(alembic_config())
+    try:
+        return script.get_revision(revision) is not None
+    except CommandError:
+        return False
+
+
+def upgrade(url: str) -> None:
+    """Migrate the database at ``url`` to the head revision.
+
+    Alembic's environment runs its own event loop, so call this from
+    synchronous code or a worker thread, never inside a running loop.
+    """
+    command.upgrade(alembic_config(url), "head")

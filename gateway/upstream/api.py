@@ -1,0 +1,109 @@
+"""Client of the upstream API that the gateway calls (``/gateway-api/v1``).
+
+Credentials and BSNs pass through here and nowhere else: nothing in this
+module logs a request body or a query string.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from gateway.errors import UpstreamFailed, UpstreamTimeout
+from gateway.logs import upstream_logger
+
+
+@dataclass(frozen=True)
+class Account:
+    account_id: str
+    display_name: str
+
+
+class MedimoApi:
+    """Calls the upstream API with its bearer token over the shared client session."""
+
+    def __init__(
+        self, session: aiohttp.ClientSession, base_url: str, token: str, timeout: float
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/") + "/gateway-api/v1"
+        self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+
+    async def _call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
+    ) -> tuple[int, Any]:
+        try:
+            async with self._session.request(
+                method,
+                self._base + path,
+                json=json,
+                params=params,
+                headers=self._headers,
+                timeout=self._timeout,
+                allow_redirects=False,
+            ) as response:
+                body = await response.json(content_type=None) if response.status < 500 else None
+                return response.status, body
+        except asyncio.TimeoutError as exc:
+            upstream_logger.error("upstream api timed out", extra={"event": "api_timeout", "call": path.split("?")[0]})
+            raise UpstreamTimeout("api_timeout") from exc
+        except (aiohttp.ClientError, ValueError) as exc:
+            upstream_logger.error(
+                "upstream api failed",
+                extra={"event": "api_failed", "call": path.split("?")[0], "error": type(exc).__name__},
+            )
+            raise UpstreamFailed("api_failed") from exc
+
+    def _unexpected(self, call: str, status: int) -> UpstreamFailed:
+        upstream_logger.error(
+            "upstream api returned an unexpected status",
+            extra={"event": "api_unexpected_status", "call": call, "status": status},
+        )
+        return UpstreamFailed("api_unexpected_status")
+
+    async def verify_account(self, username: str, password: str) -> Account | None:
+        """Return the account for a username and password, or None if they are wrong."""
+        status, body = await self._call(
+            "POST", "/accounts/verify", json={"username": username, "password": password}
+        )
+        if status == 401:
+            return None
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("account_id"), str):
+            raise self._unexpected("accounts/verify", status)
+        return Account(body["account_id"], str(body.get("display_name", "")))
+
+    async def verify_password(self, account_id: str, password: str) -> bool:
+        path = f"/accounts/{quote(account_id, safe='')}/verify-password"
+        status, _ = await self._call("POST", path, json={"password": password})
+        if status in (200, 401):
+            return status == 200
+        raise self._unexpected("accounts/verify-password", status)
+
+    async def find_client(self, *, external_id: str | None = None, bsn: str | None = None) -> tuple[str, str | None]:
+        """Look a client up; return ``(outcome, client_id)``.
+
+        The outcome is ``found``, ``not_found`` or ``ambiguous``.
+        """
+        params = {"external_id": external_id} if external_id else {"bsn": bsn or ""}
+        status, body = await self._call("GET", "/clients", params=params)
+        if status == 404:
+            return "not_found", None
+        if status == 409:
+            return "ambiguous", None
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("client_id"), str):
+            raise self._unexpected("clients", status)
+        return "found", body["client_id"]
+
+    async def client_access(self, client_id: str, account_id: str) -> bool:
+        path = f"/clients/{quote(client_id, safe='')}/access"
+        status, body = await self._call("GET", path, params={"account_id": account_id})
+        if status == 404:
+            return False
+        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("allowed"), bool):
+            raise self._unexpected("clients/access", status)
+        return bool(body["allowed"])

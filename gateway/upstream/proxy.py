@@ -1,0 +1,171 @@
+"""Forward one authenticated request to upstream and stream the answer back.
+
+The client session is shared, has no cookie jar (so no user's upstream cookie
+reaches another user) and never follows redirects (the browser sees them).
+Bodies pass through as bytes in both directions: automatic decompression is
+off, so ``Content-Encoding`` and ``Content-Length`` stay true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Mapping
+
+import aiohttp
+from aiohttp import web
+from yarl import URL
+
+from gateway.errors import UpstreamFailed, UpstreamTimeout
+from gateway.logs import upstream_logger
+from gateway.middleware.headers import request_headers, response_headers
+from gateway.signature import SIGNATURE_HEADER, sign_request
+
+#: Headers aiohttp's client would add by itself; the browser's own go through.
+_SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
+
+_CHUNK = 64 * 1024
+
+
+def create_client_session(max_connections: int) -> aiohttp.ClientSession:
+    """Create the pooled upstream client; call it in the app's startup hook."""
+    connector = aiohttp.TCPConnector(
+        limit=max_connections,
+        # Kept below common upstream idle timeouts (nginx 75 s, gunicorn 2 s
+        # is lower still), so a reused connection is rarely closed under us.
+        keepalive_timeout=2.0,
+        ttl_dns_cache=60,
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        cookie_jar=aiohttp.DummyCookieJar(),
+        auto_decompress=False,
+        trust_env=False,
+    )
+
+
+class Proxy:
+    """Sends requests to upstream with the gateway's identity headers."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        signing_key: bytes,
+        *,
+        connect_timeout: float,
+        read_timeout: float,
+    ) -> None:
+        self._session = session
+        self._base = base_url.rstrip("/")
+        self._key = signing_key
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+        )
+        self.last_latency: float = 0.0
+
+    def _headers(
+        self, request: web.Request, target: str, identity: Mapping[str, str], client_ip: str
+    ) -> aiohttp.typedefs.LooseHeaders:
+        headers = request_headers(request.headers)
+        headers.add("X-Forwarded-For", client_ip)
+        headers.add("X-Forwarded-Proto", "https")
+        headers.add("X-Forwarded-Host", request.host)
+        for name, value in identity.items():
+            headers.add(name, value)
+        headers.add(SIGNATURE_HEADER, sign_request(self._key, request.method, target, identity))
+        return headers
+
+    async def forward(
+        self,
+        request: web.Request,
+        identity: Mapping[str, str],
+        client_ip: str,
+        decorate: Callable[[web.StreamResponse], None] | None = None,
+    ) -> web.StreamResponse:
+        """Send the request upstream and stream the answer back.
+
+        ``decorate`` may add headers (such as a re-issued cookie) to the
+        response before its status line goes out.
+        """
+        target = request.rel_url.raw_path_qs
+        url = URL(self._base + target, encoded=True)
+        has_body = request.body_exists
+        started = time.monotonic()
+        upstream = await self._send(request, url, target, identity, client_ip, has_body)
+        try:
+            self.last_latency = time.monotonic() - started
+            return await self._relay(request, upstream, decorate)
+        finally:
+            upstream.release()
+
+    async def _send(
+        self,
+        request: web.Request,
+        url: URL,
+        target: str,
+        identity: Mapping[str, str],
+        client_ip: str,
+        has_body: bool,
+    ) -> aiohttp.ClientResponse:
+        # A request without a body can be retried once when a pooled
+        # connection turns out to be closed; one with a body cannot, because
+        # part of it may already be gone.
+        attempts = 1 if has_body else 2
+        for attempt in range(1, attempts + 1):
+            try:
+                return await self._session.request(
+                    request.method,
+                    url,
+                    headers=self._headers(request, target, identity, client_ip),
+                    data=request.content if has_body else None,
+                    allow_redirects=False,
+                    skip_auto_headers=_SKIP_AUTO_HEADERS,
+                    timeout=self._timeout,
+                )
+            except aiohttp.ServerDisconnectedError as exc:
+                if attempt < attempts:
+                    upstream_logger.warning(
+                        "upstream closed a pooled connection, retrying once",
+                        extra={"event": "upstream_retry", "method": request.method},
+                    )
+                    continue
+                raise UpstreamFailed("upstream_disconnected") from exc
+            except asyncio.TimeoutError as exc:
+                raise UpstreamTimeout("upstream_timeout") from exc
+            except aiohttp.ClientError as exc:
+                upstream_logger.error(
+                    "upstream request failed",
+                    extra={"event": "upstream_failed", "error": type(exc).__name__},
+                )
+                raise UpstreamFailed("upstream_failed") from exc
+        raise UpstreamFailed("upstream_failed")
+
+    async def _relay(
+        self,
+        request: web.Request,
+        upstream: aiohttp.ClientResponse,
+        decorate: Callable[[web.StreamResponse], None] | None,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+        for name, value in response_headers(upstream.headers):
+            response.headers.add(name, value)
+        response.headers.add("Vary", "Cookie")
+        if decorate is not None:
+            decorate(response)
+        await response.prepare(request)
+        try:
+            async for chunk in upstream.content.iter_chunked(_CHUNK):
+                await response.write(chunk)
+        except (asyncio.TimeoutError, aiohttp.ClientError) as exc:
+            # The status line is already out, so the only honest signal left
+            # is to cut the connection instead of ending the body normally.
+            upstream_logger.error(
+                "upstream response broke off",
+                extra={"event": "upstream_body_failed", "error": type(exc).__name__},
+            )
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        await response.write_eof()
+        return response

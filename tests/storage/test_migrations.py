@@ -1,0 +1,185 @@
+"""Schema migrations and engine creation on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.errors import SchemaOutdated
+from gateway.links.sql import SqlLinkStore
+from gateway.links.store import SELF_LINK
+from gateway.storage.database import (
+    create_engine,
+    current_revision,
+    head_revision,
+    ping,
+    require_current_schema,
+    upgrade,
+)
+from gateway.storage.tables import metadata
+
+
+@pytest.fixture
+async def engine(database_url: str) -> AsyncIterator[AsyncEngine]:
+    """Engine on an empty database that the test migrates itself."""
+    engine = create_engine(database_url)
+    yield engine
+    await engine.dispose()
+
+
+def describe_schema(connection: Connection) -> dict[str, Any]:
+    inspector = inspect(connection)
+    return {
+        "tables": set(inspector.get_table_names()),
+        "indexes": {
+            index["name"]: (tuple(index["column_names"]), bool(index["unique"]))
+            for table in ("links", "revocations")
+            for index in inspector.get_indexes(table)
+        },
+    }
+
+
+def schema_differences(connection: Connection) -> list[Any]:
+    context = MigrationContext.configure(connection)
+    return list(compare_metadata(context, metadata))
+
+
+def test_head_revision_is_first() -> None:
+    assert head_revision() == "0001"
+
+
+async def test_upgrade_creates_tables(
+    database_url: str,
+    engine: AsyncEngine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Alembic must not depend on an alembic.ini in the working directory.
+    monkeypatch.chdir(tmp_path)
+
+    await asyncio.to_thread(upgrade, database_url)
+
+    async with engine.connect() as connection:
+        schema = await connection.run_sync(describe_schema)
+    assert {"links", "revocations", "alembic_version"} <= schema["tables"]
+    assert schema["indexes"]["ix_links_tenant_ysis_user"] == (
+        ("tenant", "ysis_user"),
+        True,
+    )
+    assert schema["indexes"]["ix_links_tenant_medimo_account"] == (
+        ("tenant", "medimo_account"),
+        True,
+    )
+    assert schema["indexes"]["ix_revocations_expires_at"] == (("expires_at",), False)
+    assert await current_revision(engine) == head_revision()
+
+
+async def test_migration_matches_tables(database_url: str, engine: AsyncEngine) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+
+    async with engine.connect() as connection:
+        differences = await connection.run_sync(schema_differences)
+
+    assert differences == []
+
+
+async def test_second_upgrade_is_noop(database_url: str, engine: AsyncEngine) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    link = await SqlLinkStore(engine).add("care-north", "ysis-1", "medimo-1", SELF_LINK)
+
+    await asyncio.to_thread(upgrade, database_url)
+
+    assert await current_revision(engine) == head_revision()
+    assert await SqlLinkStore(engine).list() == [link]
+
+
+async def test_require_schema_on_empty_database(engine: AsyncEngine) -> None:
+    assert await current_revision(engine) is None
+
+    with pytest.raises(SchemaOutdated) as caught:
+        await require_current_schema(engine)
+
+    message = str(caught.value)
+    assert "has no gateway tables" in message
+    assert "'0001'" in message
+    assert "run 'sso-gateway db upgrade'" in message
+
+
+async def test_require_schema_after_upgrade(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+
+    await require_current_schema(engine)
+    await ping(engine)
+
+
+async def test_require_schema_unknown_revision(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text("UPDATE alembic_version SET version_num = '9999'")
+        )
+
+    with pytest.raises(SchemaOutdated) as caught:
+        await require_current_schema(engine)
+
+    message = str(caught.value)
+    assert "at revision '9999'" in message
+    assert "does not know" in message
+    assert "expected '0001'" in message
+
+
+async def test_sqlite_pragmas_on(tmp_path: Path) -> None:
+    engine = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'pragmas.db'}")
+    try:
+        async with engine.connect() as connection:
+            journal = await connection.scalar(text("PRAGMA journal_mode"))
+            foreign_keys = await connection.scalar(text("PRAGMA foreign_keys"))
+            busy_timeout = await connection.scalar(text("PRAGMA busy_timeout"))
+    finally:
+        await engine.dispose()
+
+    assert journal == "wal"
+    assert foreign_keys == 1
+    assert busy_timeout == 5000
+
+
+@pytest.mark.parametrize(
+    ("url", "scheme"),
+    [
+        ("mysql://gateway:s3cret-pw@db.example/gateway", "mysql"),
+        ("mysql+aiomysql://gateway:s3cret-pw@db.example/gateway", "mysql+aiomysql"),
+        ("postgresql://gateway:s3cret-pw@db.example/gateway", "postgresql"),
+        ("sqlite:///gateway.db", "sqlite"),
+    ],
+)
+def test_create_engine_rejects_driver(url: str, scheme: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        create_engine(url)
+
+    message = str(caught.value)
+    assert f"unsupported database URL scheme {scheme!r}" in message
+    assert "sqlite+aiosqlite:///" in message
+    assert "postgresql+asyncpg://" in message
+    assert "s3cret-pw" not in message
+
+
+def test_create_engine_rejects_missing_scheme() -> None:
+    with pytest.raises(ValueError) as caught:
+        create_engine("s3cret-pw@db.example/gateway")
+
+    message = str(caught.value)
+    assert "has no scheme" in message
+    assert "s3cret-pw" not in message

@@ -1,0 +1,223 @@
+"""A real gateway for functional tests: trustme certificates, a redis-server,
+SQLite or PostgreSQL, and the demo upstream on loopback, all in one folder.
+
+``GatewayHarness.start()`` writes ``gateway.yaml`` and ``tenants.yaml`` the
+way an operator would, loads them with the real loader and starts the real
+server on a free port. ``client()`` returns an aiohttp session that speaks
+mutual TLS with the chosen certificate and keeps cookies like a browser.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+import ssl
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import trustme
+import yaml
+from aiohttp import web
+
+from gateway.config.loader import Config, load_config
+from gateway.demo import upstream
+from gateway.links.sql import SqlLinkStore
+from gateway.serve import RunningGateway, start
+from gateway.storage.database import create_engine, upgrade
+
+#: Tenants every harness starts with, unless a test passes its own.
+DEFAULT_TENANTS: dict[str, dict[str, Any]] = {
+    "noord": {"display_name": "Zorggroep Noord"},
+    "zuid": {"display_name": "Zorggroep Zuid", "confirm_password": True},
+}
+
+
+class Clock:
+    """A settable clock for expiry tests; starts at the real time."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class GatewayHarness:
+    folder: Path
+    redis_url: str
+    database_url: str | None = None
+    tenants: dict[str, dict[str, Any]] = field(default_factory=lambda: dict(DEFAULT_TENANTS))
+    gateway_overrides: dict[str, Any] = field(default_factory=dict)
+    ca: trustme.CA = field(default_factory=trustme.CA)
+    clock: Clock = field(default_factory=Clock)
+
+    def __post_init__(self) -> None:
+        self.client_certs: dict[str, trustme.LeafCert] = {}
+        self.running: RunningGateway | None = None
+        self.upstream_runner: web.AppRunner | None = None
+        self.signing_key = secrets.token_bytes(32)
+        self.api_token = secrets.token_urlsafe(32)
+        self.config: Config | None = None
+        self._sessions: list[aiohttp.ClientSession] = []
+
+    # --- files -----------------------------------------------------------
+
+    def pem(self, name: str, blob: trustme.Blob) -> Path:
+        path = self.folder / name
+        blob.write_to_path(str(path))
+        return path
+
+    def issue_client_cert(self, name: str, **kwargs: Any) -> trustme.LeafCert:
+        cert = self.ca.issue_cert(f"{name}.ysis.example", common_name=f"{name}.ysis.example", **kwargs)
+        self.client_certs[name] = cert
+        self.pem(f"{name}-client.pem", cert.cert_chain_pems[0])
+        self.pem(f"{name}-client-key.pem", cert.private_key_pem)
+        return cert
+
+    def _secret(self, name: str, value: bytes | str) -> dict[str, str]:
+        path = self.folder / "secrets" / name
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(value if isinstance(value, bytes) else value.encode())
+        return {"file": f"secrets/{name}"}
+
+    def write_config(self, upstream_port: int) -> Path:
+        server = self.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        self.pem("server.pem", server.cert_chain_pems[0])
+        self.pem("server-key.pem", server.private_key_pem)
+        self.pem("ca.pem", self.ca.cert_pem)
+        database_url = self.database_url or f"sqlite+aiosqlite:///{self.folder / 'gateway.db'}"
+        gateway: dict[str, Any] = {
+            "listen": {"host": ["127.0.0.1"], "port": 0},
+            "tls": {"certificate": "server.pem", "private_key": "server-key.pem"},
+            "public_hostnames": ["localhost", "127.0.0.1"],
+            "upstream": {
+                "url": f"http://127.0.0.1:{upstream_port}",
+                "api_token": self._secret("api-token", self.api_token),
+                "timeout": "5s",
+            },
+            "redis": {"url": self.redis_url},
+            "database": {"url": database_url},
+            "session": {"keys": [self._secret("session-key", secrets.token_urlsafe(40))]},
+            "upstream_signing_keys": [self._secret("signing-key", self.signing_key)],
+            "forms": {"min_failure_time": "50ms"},
+        }
+        _merge(gateway, self.gateway_overrides)
+        tenants = []
+        for name, options in self.tenants.items():
+            if name not in self.client_certs:
+                self.issue_client_cert(name)
+            tenant = {
+                "name": name,
+                "display_name": name.title(),
+                "method": "ysis",
+                "certificates": [f"{name}-client.pem"],
+                "allowed_ips": ["127.0.0.1/32", "::1/128"],
+            }
+            tenant.update(options)
+            tenants.append(tenant)
+        path = self.folder / "gateway.yaml"
+        path.write_text(yaml.safe_dump(gateway, sort_keys=False))
+        (self.folder / "tenants.yaml").write_text(yaml.safe_dump({"tenants": tenants}, sort_keys=False))
+        return path
+
+    # --- lifecycle ---------------------------------------------------------
+
+    async def start(self) -> GatewayHarness:
+        self.upstream_runner = web.AppRunner(
+            upstream.create_app(api_token=self.api_token, signing_keys=[self.signing_key]),
+            access_log=None,
+        )
+        await self.upstream_runner.setup()
+        site = web.TCPSite(self.upstream_runner, "127.0.0.1", 0)
+        await site.start()
+        upstream_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.config = load_config(self.write_config(upstream_port))
+        await asyncio.to_thread(upgrade, self.config.gateway.database.url)
+        self.running = await start(self.config, clock=self.clock)
+        return self
+
+    async def stop(self) -> None:
+        for session in self._sessions:
+            await session.close()
+        if self.running is not None:
+            await self.running.stop()
+        if self.upstream_runner is not None:
+            await self.upstream_runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        assert self.running is not None
+        return f"https://localhost:{self.running.port}"
+
+    @property
+    def port(self) -> int:
+        assert self.running is not None
+        return self.running.port
+
+    # --- clients -------------------------------------------------------------
+
+    def ssl_context(self, tenant: str | None = None, cert: trustme.LeafCert | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context()
+        self.ca.configure_trust(context)
+        chosen = cert or (self.client_certs[tenant] if tenant else None)
+        if chosen is not None:
+            chosen.configure_cert(context)
+        return context
+
+    def client(self, tenant: str | None = None, *, cert: trustme.LeafCert | None = None) -> aiohttp.ClientSession:
+        """Return a browser-like session: mutual TLS, cookie jar, no redirects followed."""
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context(tenant, cert), force_close=True)
+        session = aiohttp.ClientSession(
+            base_url=self.base_url,
+            connector=connector,
+            cookie_jar=aiohttp.CookieJar(unsafe=True),
+            auto_decompress=False,
+        )
+        self._sessions.append(session)
+        return session
+
+    async def add_link(self, tenant: str, ysis_user: str, account: str) -> None:
+        assert self.config is not None
+        engine = create_engine(self.config.gateway.database.url)
+        try:
+            await SqlLinkStore(engine).add(tenant, ysis_user, account, "test")
+        finally:
+            await engine.dispose()
+
+    async def links(self, tenant: str) -> dict[str, str]:
+        assert self.config is not None
+        engine = create_engine(self.config.gateway.database.url)
+        try:
+            return {link.ysis_user: link.medimo_account for link in await SqlLinkStore(engine).list(tenant)}
+        finally:
+            await engine.dispose()
+
+
+def _merge(target: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(target.get(key), dict):
+            _merge(target[key], value)
+        else:
+            target[key] = value
+
+
+async def whoami(client: aiohttp.ClientSession) -> dict[str, str]:
+    async with client.get("/whoami", allow_redirects=False) as response:
+        assert response.status == 200, await response.text()
+        return dict(json.loads(await response.read()))
+
+
+async def launch(client: aiohttp.ClientSession, tenant: str, **params: str) -> aiohttp.ClientResponse:
+    """Send a launch and return the response (body read, redirects not followed)."""
+    response = await client.get(f"/sso/ysis/{tenant}", params=params, allow_redirects=False)
+    await response.read()
+    return response
