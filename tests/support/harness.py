@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import ssl
 from dataclasses import dataclass, field
@@ -59,12 +60,13 @@ class GatewayHarness:
     gateway_overrides: dict[str, Any] = field(default_factory=dict)
     ca: trustme.CA = field(default_factory=trustme.CA)
     clock: Clock = field(default_factory=Clock)
+    session_keys: list[bytes] = field(default_factory=lambda: [secrets.token_urlsafe(32).encode()])
 
     def __post_init__(self) -> None:
         self.client_certs: dict[str, trustme.LeafCert] = {}
         self.running: RunningGateway | None = None
         self.upstream_runner: web.AppRunner | None = None
-        self.signing_key = secrets.token_bytes(32)
+        self.signing_key = secrets.token_urlsafe(32).encode()
         self.api_token = secrets.token_urlsafe(32)
         self.config: Config | None = None
         self._sessions: list[aiohttp.ClientSession] = []
@@ -106,7 +108,12 @@ class GatewayHarness:
             },
             "redis": {"url": self.redis_url},
             "database": {"url": database_url},
-            "session": {"keys": [self._secret("session-key", secrets.token_urlsafe(40))]},
+            "session": {
+                "keys": [
+                    self._secret(f"session-key-{index}", key)
+                    for index, key in enumerate(self.session_keys)
+                ]
+            },
             "upstream_signing_keys": [self._secret("signing-key", self.signing_key)],
             "forms": {"min_failure_time": "50ms"},
         }
@@ -214,6 +221,26 @@ async def whoami(client: aiohttp.ClientSession) -> dict[str, str]:
     async with client.get("/whoami", allow_redirects=False) as response:
         assert response.status == 200, await response.text()
         return dict(json.loads(await response.read()))
+
+
+def form_fields(html: str) -> dict[str, str]:
+    """Return the hidden inputs of a page's form (the CSRF token among them)."""
+    pattern = r'<input type="hidden" name="([^"]+)" value="([^"]*)">'
+    return {name: value for name, value in re.findall(pattern, html)}
+
+
+async def post_form(
+    client: aiohttp.ClientSession,
+    path: str,
+    fields: dict[str, str],
+    *,
+    origin: str | None,
+) -> aiohttp.ClientResponse:
+    """Post a form as a browser would; ``origin`` None sends no Origin header."""
+    headers = {"Origin": origin} if origin is not None else {}
+    response = await client.post(path, data=fields, headers=headers, allow_redirects=False)
+    await response.read()
+    return response
 
 
 async def launch(client: aiohttp.ClientSession, tenant: str, **params: str) -> aiohttp.ClientResponse:
