@@ -13,7 +13,7 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.config.loader import Config
-from gateway.flows import forms, launch, logout, proxied
+from gateway.flows import forms, launch, logout, notices, proxied
 from gateway.links.cache import CachedLinkStore
 from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
@@ -117,6 +117,7 @@ def create_app(config: Config, *, clock: Callable[[], float] | None = None) -> w
     app.router.add_route("POST", f"{base}/link", forms.link_submit)
     app.router.add_route("GET", f"{base}/confirm", forms.confirm_form)
     app.router.add_route("POST", f"{base}/confirm", forms.confirm_submit)
+    app.router.add_route("GET", "/sso/melding/{kind}", notices.notice)
     app.router.add_route("POST", "/sso/logout", logout.logout)
     app.router.add_route("GET", logout.LOGGED_OUT_PATH, logout.logged_out)
     app.router.add_route("*", "/{path:.*}", proxied.proxied)

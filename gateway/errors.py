@@ -14,11 +14,16 @@ class GatewayError(Exception):
     status = 500
     page = "error"
 
-    def __init__(self, reason: str, *, tenant: str | None = None, detail: str = "") -> None:
+    def __init__(
+        self, reason: str, *, tenant: str | None = None, detail: str = "", shown: str = ""
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.tenant = tenant
+        #: Logged with the refusal; on a 400 page it names the bad parameter.
         self.detail = detail
+        #: An extra sentence for the page, for refusals that may say why.
+        self.shown = shown
 
 
 class BadRequest(GatewayError):

@@ -181,6 +181,9 @@ GENERAL_VIEWS = (
 SIGNING_KEYS = web.AppKey("signing_keys", tuple[bytes, ...])
 API_TOKEN = web.AppKey("api_token", bytes)
 API_APP = web.AppKey("api_app", web.Application)
+#: Method and path (never the query, which may hold a BSN) of each API call,
+#: so that tests can tell which lookups the gateway made.
+API_CALLS = web.AppKey("api_calls", list[str])
 
 
 class ApiError(Exception):
@@ -604,6 +607,7 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
         )
         return _json_error(401, "unauthorized")
 
+    request.app[API_CALLS].append(f"{request.method} {request.path}")
     try:
         return await handler(request)
     except ApiError as error:
@@ -653,6 +657,7 @@ async def signature_middleware(
 def _create_api_app(api_token: str) -> web.Application:
     api = web.Application(middlewares=[api_middleware])
     api[API_TOKEN] = api_token.encode("utf-8")
+    api[API_CALLS] = []
     api.router.add_post("/accounts/verify", api_verify_account)
     api.router.add_post("/accounts/{account_id}/verify-password", api_verify_password)
     api.router.add_get("/clients", api_find_client)

@@ -177,6 +177,7 @@ async def link_submit(request: web.Request) -> web.StreamResponse:
         account=account.account_id,
         ysis_user=pending.ysis_user,
         client_id=pending.client_id,
+        client_outcome=pending.client_outcome,
         view=pending.view,
     )
 
@@ -218,6 +219,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
         account=pending.account,
         ysis_user=pending.ysis_user,
         client_id=pending.client_id,
+        client_outcome=pending.client_outcome,
         view=pending.view,
     )
 

@@ -16,7 +16,9 @@ from multidict import MultiDictProxy
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.flows.admission import admit
-from gateway.flows.cookies import expire_sent_cookies, see_other, set_pending_cookie
+from gateway.config.loader import Tenant
+from gateway.flows import launch_signature
+from gateway.flows.cookies import see_other, set_pending_cookie
 from gateway.flows.login import end_browser_session, log_in
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
@@ -87,16 +89,52 @@ async def read_parameters(request: web.Request) -> MultiDictProxy[str]:
     return await request.post()
 
 
+async def _find_client(request: web.Request, tenant: Tenant, params: LaunchParameters) -> tuple[str | None, str | None]:
+    """Match ``clientId``, then the BSN, to a Medimo client; return (outcome, client ID).
+
+    Several matches are never settled by the BSN: they stay ``ambiguous``.
+    """
+    if not tenant.config.client_context or not (params.client_id or params.bsn):
+        return None, None
+    api = request.app[GATEWAY].api
+    outcome, client_id = "not_found", None
+    if params.client_id:
+        outcome, client_id = await api.find_client(external_id=params.client_id)
+    if outcome == "not_found" and params.bsn:
+        outcome, client_id = await api.find_client(bsn=params.bsn)
+    return outcome, client_id
+
+
 async def launch(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
     tenant = admit(request, request.match_info["tenant"])
-    params = parse_parameters(await read_parameters(request))
+
+    # Past the certificate and address checks, the browser's old session
+    # ends whatever follows, so that two users of one workstation never mix.
+    scope.expire_cookies = True
     previous = await end_browser_session(request)
 
+    values = await read_parameters(request)
+    params = parse_parameters(values)
+    if tenant.config.launch_signature:
+        assert tenant.config.launch_secret is not None
+        await launch_signature.verify(
+            tenant.name,
+            tenant.config.launch_secret.reveal(),
+            list(values.items()),
+            now=gateway.clock(),
+            redis=gateway.redis,
+        )
+
+    outcome, client_id = await _find_client(request, tenant, params)
     link = await gateway.links.get(tenant.name, params.user_id)
     if link is None and not tenant.config.allow_self_link:
-        raise Forbidden("self_link_not_allowed", tenant=tenant.name)
+        raise Forbidden(
+            "self_link_not_allowed",
+            tenant=tenant.name,
+            shown="Uw Ysis-account is nog niet gekoppeld aan Medimo. Vraag de applicatiebeheerder om de koppeling te maken.",
+        )
 
     auth_logger.info(
         "launch accepted",
@@ -106,28 +144,28 @@ async def launch(request: web.Request) -> web.StreamResponse:
             "tenant": tenant.name,
             "ysis_user": params.user_id,
             "linked": link is not None,
+            "client_lookup": outcome,
             "ended_session": previous,
         },
     )
     if link is not None and not tenant.config.confirm_password:
         await gateway.links.touch(tenant.name, params.user_id, gateway.utcnow())
-        response = await log_in(
+        return await log_in(
             request,
             tenant,
             account=link.medimo_account,
             ysis_user=params.user_id,
-            client_id=None,
+            client_id=client_id,
+            client_outcome=outcome,
             view=params.view,
         )
-        expire_sent_cookies(request, response)
-        return response
 
     pending = gateway.pending.new(
         tenant=tenant.name,
         ysis_user=params.user_id,
         account=link.medimo_account if link else None,
-        client_id=None,
-        client_outcome=None,
+        client_id=client_id,
+        client_outcome=outcome,
         view=params.view,
         fingerprint=scope.fingerprint,
         issued_at=gateway.now_ms(),
@@ -137,5 +175,4 @@ async def launch(request: web.Request) -> web.StreamResponse:
     set_pending_cookie(
         response, gateway.pending.encode(pending), gateway.config.gateway.session.pending_lifetime
     )
-    expire_sent_cookies(request, response)
     return response

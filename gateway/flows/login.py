@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -36,7 +37,7 @@ def landing_path(gateway: Gateway, tenant: Tenant, view: str | None, client_id: 
             extra={"event": reason, "tenant": tenant.name, "view": (view or "")[:64]},
         )
         wanted = "default"
-    return views[wanted].replace("{client_id}", client_id or "")
+    return views[wanted].replace("{client_id}", quote(client_id or "", safe=""))
 
 
 def session_from_cookie(request: web.Request) -> Session | None:
@@ -72,6 +73,24 @@ async def end_browser_session(request: web.Request) -> bool:
     return True
 
 
+#: Notice pages shown after a launch whose client could not be opened.
+NOTICE_UNKNOWN_CLIENT = "onbekende-client"
+NOTICE_NO_ACCESS = "onvoldoende-rechten"
+
+
+async def _client_for(
+    request: web.Request, account: str, client_id: str | None, outcome: str | None
+) -> tuple[str | None, str | None]:
+    """Return the client the session may carry and the notice to show, if any."""
+    if outcome is None:
+        return None, None
+    if outcome != "found" or client_id is None:
+        return None, NOTICE_UNKNOWN_CLIENT
+    if not await request.app[GATEWAY].api.client_access(client_id, account):
+        return None, NOTICE_NO_ACCESS
+    return client_id, None
+
+
 async def log_in(
     request: web.Request,
     tenant: Tenant,
@@ -79,11 +98,13 @@ async def log_in(
     account: str,
     ysis_user: str,
     client_id: str | None,
+    client_outcome: str | None,
     view: str | None,
 ) -> web.StreamResponse:
-    """Mint a new session and answer 303 to the landing page."""
+    """Mint a new session and answer 303 to the landing page or a notice."""
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
+    client_id, notice = await _client_for(request, account, client_id, client_outcome)
     session = gateway.sessions.mint(
         tenant=tenant.name,
         account=account,
@@ -92,7 +113,11 @@ async def log_in(
         fingerprint=scope.fingerprint,
         now_ms=gateway.now_ms(),
     )
-    response = see_other(landing_path(gateway, tenant, view, client_id))
+    if notice is not None:
+        location = f"/sso/melding/{notice}" + (f"?view={quote(view, safe='')}" if view else "")
+    else:
+        location = landing_path(gateway, tenant, view, client_id)
+    response = see_other(location)
     set_session_cookie(response, gateway.sessions.encode(session))
     if PENDING_COOKIE in request.cookies:
         expire_cookie(response, PENDING_COOKIE)
@@ -105,6 +130,8 @@ async def log_in(
             "tenant": tenant.name,
             "ysis_user": ysis_user,
             "account": account,
+            "client_id": client_id,
+            "notice": notice,
             "session": session.sid[:8],
         },
     )

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aiohttp import web
+
+from gateway.config.loader import Tenant
 
 from gateway.errors import Forbidden, NotFound, Unauthorized
 from gateway.flows.admission import check_address
@@ -29,16 +33,19 @@ def identity_headers(session: Session, request_id: str) -> dict[str, str]:
     return headers
 
 
-async def proxied(request: web.Request) -> web.StreamResponse:
+@dataclass(frozen=True)
+class ActiveSession:
+    """A session that passed every check, and its re-issued form when due."""
+
+    session: Session
+    tenant: Tenant
+    refreshed: Session | None
+
+
+def require_session(request: web.Request) -> ActiveSession:
+    """Return the request's valid session, or raise 401 or 403 with the reason."""
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
-    path = request.rel_url.path
-    if path.startswith("/sso/ysis/"):
-        # A path that is no valid tenant gets the same page as an unknown one.
-        raise Forbidden("unknown_tenant", detail=path[10:74])
-    if path in ("/sso", "/relay") or path.startswith(RESERVED_PREFIXES):
-        raise NotFound("reserved_path")
-
     session = session_from_cookie(request)
     if session is None:
         raise Unauthorized("session_missing")
@@ -58,14 +65,30 @@ async def proxied(request: web.Request) -> web.StreamResponse:
         # SECURITY: a copied cookie is useless on a machine without the
         # certificate the session was minted with.
         raise Unauthorized("certificate_not_bound", tenant=tenant.name)
+    return ActiveSession(session, tenant, touched(session, limits, now_ms))
 
-    refreshed = touched(session, limits, now_ms)
 
-    def decorate(response: web.StreamResponse) -> None:
-        if refreshed is not None:
-            set_session_cookie(response, gateway.sessions.encode(refreshed))
+def reissue(request: web.Request, active: ActiveSession, response: web.StreamResponse) -> None:
+    """Set the re-issued session cookie on a response, when one is due."""
+    if active.refreshed is not None:
+        set_session_cookie(response, request.app[GATEWAY].sessions.encode(active.refreshed))
 
+
+async def proxied(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[GATEWAY]
+    scope = request[SCOPE]
+    path = request.rel_url.path
+    if path.startswith("/sso/ysis/"):
+        # A path that is no valid tenant gets the same page as an unknown one.
+        raise Forbidden("unknown_tenant", detail=path[10:74])
+    if path in ("/sso", "/relay") or path.startswith(RESERVED_PREFIXES):
+        raise NotFound("reserved_path")
+
+    active = require_session(request)
     scope.outcome = "proxied"
     return await gateway.proxy.forward(
-        request, identity_headers(session, scope.request_id), str(scope.client), decorate
+        request,
+        identity_headers(active.session, scope.request_id),
+        str(scope.client),
+        lambda response: reissue(request, active, response),
     )

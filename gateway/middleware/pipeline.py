@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from gateway.errors import GatewayError, MisdirectedRequest
+from gateway.flows.cookies import expire_sent_cookies
 from gateway.logs import access_logger, auth_logger, server_logger
 from gateway.middleware.scope import SCOPE, build_scope
 from gateway.config.models import normalise_host
@@ -107,9 +108,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
 
 
 def _shown_detail(error: GatewayError) -> str:
-    # Only 400 pages name what was wrong (the parameter, never its value);
-    # every other refusal keeps its reason for the log.
-    return error.detail if error.status == 400 else ""
+    # A 400 page names what was wrong (the parameter, never its value).
+    # Other refusals show only what their raiser marked as safe to show, so
+    # no page tells why a certificate or address check failed.
+    return error.detail if error.status == 400 else error.shown
 
 
 @web.middleware
@@ -140,6 +142,8 @@ async def add_security_headers(request: web.Request, response: web.StreamRespons
     scope = request.get(SCOPE)
     if scope is not None:
         response.headers["X-Request-Id"] = scope.request_id
+        if scope.expire_cookies:
+            expire_sent_cookies(request, response)
 
 
 MIDDLEWARES = (scope_middleware, error_middleware, method_middleware, host_middleware)

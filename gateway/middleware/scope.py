@@ -30,6 +30,8 @@ class RequestScope:
     tenant: str | None = None
     client: IPAddress | None = None
     outcome: str | None = None
+    #: Expire the gateway cookies the browser sent, unless the response sets them.
+    expire_cookies: bool = False
 
 
 SCOPE = web.RequestKey("scope", RequestScope)

@@ -33,6 +33,10 @@ ERRORS: dict[int, tuple[str, str]] = {
     ),
     404: ("Pagina niet gevonden", "Deze pagina bestaat niet."),
     405: ("Methode niet toegestaan", "Deze pagina ondersteunt dit soort verzoek niet."),
+    409: (
+        "Account al gekoppeld",
+        "Dit Medimo-account is al gekoppeld aan een andere Ysis-gebruiker van uw organisatie.",
+    ),
     421: ("Onjuist adres", "Dit adres hoort niet bij deze dienst."),
     429: (
         "Te veel pogingen",
@@ -54,6 +58,7 @@ NEXT_STEPS: dict[int, str] = {
     403: "Ga terug naar Ysis en open Medimo opnieuw. Blijft dit gebeuren, neem dan contact op met de applicatiebeheerder.",
     404: "Ga terug naar Ysis en open Medimo opnieuw.",
     405: "Ga terug naar Ysis en open Medimo opnieuw.",
+    409: "Vraag de applicatiebeheerder om de bestaande koppeling op te heffen, en start Medimo daarna opnieuw vanuit Ysis.",
     421: "Gebruik het adres dat uw organisatie heeft ingesteld, of start Medimo vanuit Ysis.",
     429: "Wacht een kwartier en probeer het dan opnieuw.",
     500: "Probeer het opnieuw. Blijft dit gebeuren, neem dan contact op met de applicatiebeheerder.",

@@ -161,6 +161,13 @@ class GatewayHarness:
             await self.upstream_runner.cleanup()
 
     @property
+    def api_calls(self) -> list[str]:
+        """Method and path of every upstream API call the gateway made."""
+        assert self.upstream_runner is not None
+        api = self.upstream_runner.app[upstream.API_APP]
+        return api[upstream.API_CALLS]
+
+    @property
     def base_url(self) -> str:
         assert self.running is not None
         return f"https://localhost:{self.running.port}"
