@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from pydantic import BaseModel, ValidationError
+from cryptography.hazmat.primitives import serialization
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gateway.config import yamlfile
-from gateway.config.models import GatewayConfig, TenantConfig, TenantsFile
+from gateway.config.models import FilePath, GatewayConfig, TenantConfig, TlsConfig
 from gateway.config.types import covers_everyone
 from gateway.errors import ConfigError
 
@@ -96,16 +96,30 @@ class _Problems:
         self.warnings.append(f"{where}: warning: {message}")
 
 
+@dataclass(frozen=True)
+class _Locator:
+    """Turns a key path of one file into ``file:line: tenant 'name': key``."""
+
+    path: Path
+    lines: Mapping[yamlfile.Location, int]
+    data: Any
+
+    def __call__(self, location: Sequence[str | int], line: int | None = None) -> str:
+        return _where(self.path, self.lines, location, self.data, line)
+
+
 def _where(
     path: Path,
     lines: Mapping[yamlfile.Location, int],
     location: Sequence[str | int],
     data: Any,
+    line: int | None = None,
 ) -> str:
     loc = tuple(location)
     while loc and loc not in lines:
         loc = loc[:-1]
-    line = lines.get(loc, 1)
+    if line is None:
+        line = lines.get(loc, 1)
     parts: list[str] = []
     rest = list(location)
     if rest[:1] == ["tenants"] and len(rest) > 1 and isinstance(rest[1], int):
@@ -113,7 +127,9 @@ def _where(
         rest = rest[2:]
     key = ""
     for item in rest:
-        key += f"[{item}]" if isinstance(item, int) else (f".{item}" if key else str(item))
+        key += (
+            f"[{item}]" if isinstance(item, int) else (f".{item}" if key else str(item))
+        )
     if key:
         parts.append(key)
     return ": ".join([f"{path}:{line}", *parts])
@@ -127,29 +143,80 @@ def _tenant_label(data: Any, index: int) -> str:
     return f"tenant {name!r}" if isinstance(name, str) else f"tenants[{index}]"
 
 
+#: Error types of pydantic whose message gains the value that was found.
+_SHOWN_INPUT_TYPES = frozenset(
+    {
+        "int_type",
+        "int_parsing",
+        "float_type",
+        "string_type",
+        "literal_error",
+        "greater_than_equal",
+        "less_than_equal",
+        "too_short",
+        "too_long",
+    }
+)
+
+
+def _message(item: Mapping[str, Any], location: Sequence[str | int]) -> str:
+    """Word one pydantic error in this loader's style."""
+    kind = item["type"]
+    value = item.get("input")
+    if kind == "extra_forbidden":
+        return f"unknown key {location[-1]!r}: remove it or correct its spelling"
+    if kind == "missing":
+        return f"required key {location[-1]!r} is missing"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{value!r} is not a boolean: write true or false"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return "must be a mapping of keys"
+    if kind == "list_type":
+        return "must be a list"
+    message = str(item["msg"]).removeprefix("Value error, ")
+    if kind not in _SHOWN_INPUT_TYPES:
+        return message
+    # Secrets never get here: their validators raise value errors only.
+    message = f"{message[:1].lower()}{message[1:]}, got {value!r}"
+    if kind in ("literal_error", "string_type") and isinstance(value, int | float):
+        message += ": write it in quotes"
+    return message
+
+
 def _validate(
     model: type[BaseModel],
-    path: Path,
     data: Any,
-    lines: Mapping[yamlfile.Location, int],
+    base: Path,
+    locate: _Locator,
     problems: _Problems,
+    prefix: Sequence[str | int] = (),
 ) -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        problems.error(f"{path}:1", "the file must contain a mapping of keys")
+        problems.error(locate(prefix), "must be a mapping of keys")
         return None
     try:
-        return model.model_validate(data, context={"base": path.parent})
+        return model.model_validate(data, context={"base": base})
     except ValidationError as exc:
         for item in exc.errors():
-            location = [part for part in item["loc"] if not isinstance(part, str) or not part.startswith("function-")]
-            message = str(item["msg"]).removeprefix("Value error, ")
-            if item["type"] == "extra_forbidden":
-                message = f"unknown key {location[-1]!r}"
-            elif item["type"] == "missing":
-                message = f"required key {location[-1]!r} is missing"
-            problems.error(_where(path, lines, location, data), message)
+            location = [
+                *prefix,
+                *(part for part in item["loc"] if not _is_validator_name(part)),
+            ]
+            problems.error(locate(location), _message(item, location))
+        return None
+
+
+def _is_validator_name(part: str | int) -> bool:
+    return isinstance(part, str) and part.startswith("function-")
+
+
+def _quietly(model: type[BaseModel], data: Any, base: Path) -> Any:
+    """Validate one section whose errors are already reported, or return None."""
+    try:
+        return model.model_validate(data, context={"base": base})
+    except ValidationError:
         return None
 
 
@@ -157,7 +224,9 @@ def _read_certificates(path: Path) -> list[x509.Certificate]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"certificate file '{path}' cannot be read: {exc.strerror}") from None
+        raise ValueError(
+            f"certificate file '{path}' cannot be read: {exc.strerror}"
+        ) from None
     if b"PRIVATE KEY" in data:
         raise ValueError(
             f"'{path}' contains a private key where a certificate belongs: "
@@ -201,54 +270,69 @@ def _load_crl(path: Path) -> frozenset[tuple[bytes, int]]:
     return frozenset((issuer, entry.serial_number) for entry in crl)
 
 
-def _check_expiry(cert: Certificate, where: str, problems: _Problems, now: dt.datetime) -> None:
+def _check_expiry(
+    cert: Certificate, where: str, problems: _Problems, now: dt.datetime
+) -> None:
     expires = cert.cert.not_valid_after_utc
     if expires < now:
         problems.warn(where, f"certificate '{cert.path}' expired on {expires:%Y-%m-%d}")
     elif expires - now < EXPIRY_WARNING:
-        problems.warn(where, f"certificate '{cert.path}' expires on {expires:%Y-%m-%d}")
+        problems.warn(
+            where,
+            f"certificate '{cert.path}' expires on {expires:%Y-%m-%d}, in less "
+            f"than {EXPIRY_WARNING.days} days: exchange a new one",
+        )
 
 
 def _load_tenant(
-    config: TenantConfig, where: str, problems: _Problems, now: dt.datetime
+    config: TenantConfig,
+    locate: Callable[..., str],
+    problems: _Problems,
+    now: dt.datetime,
 ) -> Tenant | None:
+    """Read the tenant's certificate files and check its allowlist.
+
+    ``locate(*keys)`` names a key of this tenant for a problem.
+    """
     pinned: list[Certificate] = []
     authorities: list[Certificate] = []
     revoked: frozenset[tuple[bytes, int]] = frozenset()
     ok = True
     for index, path in enumerate(config.certificates or []):
+        where = locate("certificates", index)
         try:
             certs = load_certificates(path)
         except ValueError as exc:
-            problems.error(f"{where}: certificates[{index}]", str(exc))
+            problems.error(where, str(exc))
             ok = False
             continue
         if len(certs) != 1:
             problems.error(
-                f"{where}: certificates[{index}]",
-                f"'{path}' holds {len(certs)} certificates: pin one per file",
+                where, f"'{path}' holds {len(certs)} certificates: pin one per file"
             )
             ok = False
         pinned.extend(certs[:1])
+        for cert in certs[:1]:
+            _check_expiry(cert, where, problems, now)
     if config.ca_file is not None:
         try:
             authorities = load_certificates(config.ca_file)
         except ValueError as exc:
-            problems.error(f"{where}: ca_file", str(exc))
+            problems.error(locate("ca_file"), str(exc))
             ok = False
+        for cert in authorities:
+            _check_expiry(cert, locate("ca_file"), problems, now)
     if config.crl_file is not None:
         try:
             revoked = _load_crl(config.crl_file)
         except ValueError as exc:
-            problems.error(f"{where}: crl_file", str(exc))
+            problems.error(locate("crl_file"), str(exc))
             ok = False
 
-    for cert in (*pinned, *authorities):
-        _check_expiry(cert, where, problems, now)
-    _check_allowlist(config, where, problems)
+    _check_allowlist(config, locate, problems)
     if not config.launch_signature:
         problems.warn(
-            f"{where}: launch_signature",
+            locate("launch_signature"),
             "off: anyone with the tenant certificate on an allowed address "
             "can launch as any userId",
         )
@@ -257,48 +341,76 @@ def _load_tenant(
     return Tenant(config, tuple(pinned), tuple(authorities), revoked)
 
 
-def _check_allowlist(config: TenantConfig, where: str, problems: _Problems) -> None:
+def _check_allowlist(
+    config: TenantConfig, locate: Callable[..., str], problems: _Problems
+) -> None:
     for index, network in enumerate(config.allowed_ips):
         if not covers_everyone(network):
             continue
-        key = f"{where}: allowed_ips[{index}]"
+        where = locate("allowed_ips", index)
         if config.allow_any_ip:
-            problems.warn(key, f"'{network}' admits every address (allow_any_ip is on)")
+            problems.warn(
+                where, f"'{network}' admits every address (allow_any_ip is on)"
+            )
         else:
             problems.error(
-                key,
+                where,
                 f"'{network}' admits every address: narrow it, or set "
                 "allow_any_ip: true if that is intended",
             )
     if config.allow_any_ip and not any(map(covers_everyone, config.allowed_ips)):
-        problems.warn(f"{where}: allow_any_ip", "on, but no entry admits every address")
+        problems.warn(locate("allow_any_ip"), "on, but no entry admits every address")
 
 
-def _check_overlaps(tenants: Sequence[Tenant], problems: _Problems, path: Path) -> None:
+def _check_overlaps(
+    tenants: Sequence[tuple[int, Tenant]], locate: _Locator, problems: _Problems
+) -> None:
     """Refuse two tenants that would accept the same client certificate."""
-    for index, first in enumerate(tenants):
-        for second in tenants[index + 1 :]:
-            if _accept_same(first, second) or _accept_same(second, first):
-                problems.error(
-                    f"{path}: tenant {second.name!r}",
-                    f"accepts the same client certificate as tenant {first.name!r}: "
-                    "give each tenant its own certificate or subject",
-                )
+    for position, (_, first) in enumerate(tenants):
+        for index, second in tenants[position + 1 :]:
+            shared = _shared_pin(first, second)
+            if shared is not None:
+                keys, message = shared
+                problems.error(locate(["tenants", index, *keys]), message)
 
 
-def _accept_same(first: Tenant, second: Tenant) -> bool:
-    if first.fingerprints & second.fingerprints:
-        return True
+def _shared_pin(
+    first: Tenant, second: Tenant
+) -> tuple[tuple[str | int, ...], str] | None:
+    """Describe how ``second`` accepts a certificate that ``first`` accepts.
+
+    Returns the key of ``second`` to blame and the message, or None.
+    """
+    advice = "give each tenant its own certificate or subject"
+    for index, cert in enumerate(second.pinned):
+        if cert.fingerprint in first.fingerprints:
+            return ("certificates", index), (
+                f"'{cert.path}' (SHA-256 {cert.fingerprint}) is also pinned by "
+                f"tenant {first.name!r}: {advice}"
+            )
+        if first.authorities and matches_ca_pin(first, cert.cert):
+            return ("certificates", index), (
+                f"'{cert.path}' is also accepted by the ca_file and subject_name "
+                f"of tenant {first.name!r}: {advice}"
+            )
+    if not second.authorities:
+        return None
+    subject = second.config.subject_name or ""
+    for cert in first.pinned:
+        if matches_ca_pin(second, cert.cert):
+            return ("subject_name",), (
+                f"{subject!r} with this ca_file accepts '{cert.path}', which "
+                f"tenant {first.name!r} pins: {advice}"
+            )
     first_cas = {cert.fingerprint for cert in first.authorities}
     second_cas = {cert.fingerprint for cert in second.authorities}
-    same_subject = (first.config.subject_name or "").lower() == (
-        second.config.subject_name or ""
-    ).lower()
+    same_subject = (first.config.subject_name or "").lower() == subject.lower()
     if first_cas & second_cas and same_subject:
-        return True
-    return any(
-        matches_ca_pin(second, cert.cert) for cert in first.pinned if second.authorities
-    )
+        return ("subject_name",), (
+            f"{subject!r} with the same CA is also pinned by tenant "
+            f"{first.name!r}: {advice}"
+        )
+    return None
 
 
 def subject_names(cert: x509.Certificate) -> set[str]:
@@ -329,58 +441,146 @@ def matches_ca_pin(tenant: Tenant, cert: x509.Certificate) -> bool:
     return False
 
 
-def _check_gateway_files(config: GatewayConfig, where: str, problems: _Problems, now: dt.datetime) -> None:
+def _check_gateway_files(
+    tls: TlsConfig, locate: _Locator, problems: _Problems, now: dt.datetime
+) -> None:
+    where = locate(["tls", "certificate"])
     try:
-        for cert in load_certificates(config.tls.certificate)[:1]:
-            _check_expiry(cert, f"{where}: tls.certificate", problems, now)
+        for cert in load_certificates(tls.certificate)[:1]:
+            _check_expiry(cert, where, problems, now)
     except ValueError as exc:
-        problems.error(f"{where}: tls.certificate", str(exc))
+        problems.error(where, str(exc))
+    where = locate(["tls", "private_key"])
     try:
-        key = config.tls.private_key.read_bytes()
+        key = tls.private_key.read_bytes()
     except OSError as exc:
-        problems.error(f"{where}: tls.private_key", f"'{config.tls.private_key}' cannot be read: {exc.strerror}")
+        problems.error(
+            where,
+            f"private key file '{tls.private_key}' cannot be read: {exc.strerror}",
+        )
     else:
         if b"PRIVATE KEY" not in key:
-            problems.error(f"{where}: tls.private_key", f"'{config.tls.private_key}' holds no PEM private key")
+            problems.error(
+                where,
+                f"'{tls.private_key}' holds no PEM private key: point this key "
+                "at the server's private key file",
+            )
+
+
+def _load_tenants(
+    document: yamlfile.Document,
+    locate: _Locator,
+    problems: _Problems,
+    now: dt.datetime,
+) -> dict[str, Tenant]:
+    """Validate each tenant on its own, so that one bad tenant hides no other."""
+    data = document.data if document.data is not None else {}
+    if not isinstance(data, dict):
+        problems.error(locate([]), "the file must contain a mapping of keys")
+        return {}
+    for key in data:
+        if key != "tenants":
+            problems.error(locate([key]), _message({"type": "extra_forbidden"}, [key]))
+    entries = data.get("tenants", [])
+    if entries is None:
+        entries = []
+    if not isinstance(entries, list):
+        problems.error(locate(["tenants"]), "must be a list of tenants")
+        return {}
+
+    base = locate.path.parent
+    names: dict[str, int] = {}
+    loaded: list[tuple[int, Tenant]] = []
+    for index, entry in enumerate(entries):
+        name = entry.get("name") if isinstance(entry, dict) else None
+        first = names.get(name) if isinstance(name, str) else None
+        duplicate = first is not None
+        if first is not None:
+            problems.error(
+                locate(["tenants", index, "name"]),
+                f"duplicate tenant name {name!r}, first used by tenants[{first}]: "
+                "give each tenant its own name",
+            )
+        elif isinstance(name, str):
+            names[name] = index
+        config = _validate(
+            TenantConfig, entry, base, locate, problems, ("tenants", index)
+        )
+        if config is None:
+            continue
+
+        def locate_key(*keys: str | int, index: int = index) -> str:
+            return locate(["tenants", index, *keys])
+
+        tenant = _load_tenant(config, locate_key, problems, now)
+        if tenant is not None and not duplicate:
+            loaded.append((index, tenant))
+    _check_overlaps(loaded, locate, problems)
+    return {tenant.name: tenant for _, tenant in loaded}
+
+
+def _read(path: Path, problems: _Problems) -> tuple[yamlfile.Document, _Locator]:
+    """Parse one file and report the rules it breaks; YamlError if unparsable."""
+    document = yamlfile.read(path)
+    locate = _Locator(path, document.lines, document.data)
+    for problem in document.problems:
+        problems.error(locate(problem.location, problem.line), problem.message)
+    return document, locate
+
+
+def _tenants_path(path: Path, data: Any, gateway: GatewayConfig | None) -> Path:
+    if gateway is not None:
+        return gateway.tenants_file or path.parent / "tenants.yaml"
+    # gateway.yaml has errors: still follow a valid tenants_file.
+    raw = data.get("tenants_file") if isinstance(data, dict) else None
+    try:
+        named = TypeAdapter(FilePath).validate_python(
+            raw, context={"base": path.parent}
+        )
+    except ValidationError:
+        named = None
+    return named or path.parent / "tenants.yaml"
 
 
 def load_config(path: Path | str, *, now: dt.datetime | None = None) -> Config:
-    """Read ``gateway.yaml`` and its tenants file, or raise ``ConfigError``."""
+    """Read ``gateway.yaml`` and its tenants file, or raise ``ConfigError``.
+
+    Every problem of both files is collected before raising, unless
+    ``gateway.yaml`` cannot be parsed at all.
+    """
     path = Path(path).absolute()
     now = now or dt.datetime.now(dt.timezone.utc)
     problems = _Problems()
 
     try:
-        data, lines = yamlfile.load(path)
+        document, locate = _read(path, problems)
     except yamlfile.YamlError as exc:
         raise ConfigError([str(exc)]) from None
-    gateway = _validate(GatewayConfig, path, data, lines, problems)
-    tenants_path = (
-        gateway.tenants_file if gateway and gateway.tenants_file else path.parent / "tenants.yaml"
-    )
+    data = document.data
+    gateway = _validate(GatewayConfig, data, path.parent, locate, problems)
     if gateway is not None:
-        _check_gateway_files(gateway, str(path), problems, now)
+        tls: TlsConfig | None = gateway.tls
+    elif isinstance(data, dict):
+        tls = _quietly(TlsConfig, data.get("tls"), path.parent)
+    else:
+        tls = None
+    if tls is not None:
+        _check_gateway_files(tls, locate, problems, now)
 
+    tenants_path = _tenants_path(path, data, gateway)
+    tenants: dict[str, Tenant] = {}
     try:
-        tenant_data, tenant_lines = yamlfile.load(tenants_path)
+        tenants_document, tenants_locate = _read(tenants_path, problems)
     except yamlfile.YamlError as exc:
         problems.errors.append(str(exc))
-        raise ConfigError(problems.errors) from None
-    tenants_file = _validate(TenantsFile, tenants_path, tenant_data, tenant_lines, problems)
-
-    tenants: dict[str, Tenant] = {}
-    if tenants_file is not None:
-        for index, tenant_config in enumerate(tenants_file.tenants):
-            where = _where(tenants_path, tenant_lines, ["tenants", index], tenant_data)
-            if tenant_config.name in tenants:
-                problems.error(where, f"duplicate tenant name {tenant_config.name!r}")
-                continue
-            tenant = _load_tenant(tenant_config, where, problems, now)
-            if tenant is not None:
-                tenants[tenant.name] = tenant
-        _check_overlaps(list(tenants.values()), problems, tenants_path)
+    else:
+        tenants = _load_tenants(tenants_document, tenants_locate, problems, now)
 
     if problems.errors or gateway is None:
         raise ConfigError(problems.errors, problems.warnings)
-    digest = hashlib.sha256(path.read_bytes() + b"\0" + tenants_path.read_bytes()).hexdigest()
-    return Config(gateway, tenants, path, tenants_path, digest, tuple(problems.warnings))
+    digest = hashlib.sha256(
+        path.read_bytes() + b"\0" + tenants_path.read_bytes()
+    ).hexdigest()
+    return Config(
+        gateway, tenants, path, tenants_path, digest, tuple(problems.warnings)
+    )

@@ -16,11 +16,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     PlainValidator,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from gateway.config.types import (
     MIN_KEY_BYTES,
@@ -135,16 +138,47 @@ def _connection_url(value: Any, info: ValidationInfo) -> str:
     return value
 
 
-ConnectionUrl = Annotated[str, PlainValidator(_connection_url)]
+def _check_scheme(url: str, schemes: tuple[str, ...]) -> None:
+    # The message names only the scheme, because the URL may hold a password.
+    scheme = url.partition("://")[0] if "://" in url else ""
+    if scheme not in schemes:
+        accepted = ", ".join(f"{name}://" for name in schemes)
+        raise ValueError(
+            f"unsupported URL scheme {scheme!r}: the URL must start with {accepted}"
+        )
+
+
+def _redis_url(value: Any, info: ValidationInfo) -> str:
+    url = _connection_url(value, info)
+    _check_scheme(url, REDIS_SCHEMES)
+    return url
+
+
+def _database_url(value: Any, info: ValidationInfo) -> str:
+    """Check a database URL and read a relative SQLite path from the file's folder."""
+    url = _connection_url(value, info)
+    _check_scheme(url, DATABASE_SCHEMES)
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        database = url.removeprefix(prefix)
+        if database and database != ":memory:" and not database.startswith("/"):
+            return prefix + str(_base(info).absolute() / database)
+    return url
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 
 class RedisConfig(Section):
-    url: ConnectionUrl = "redis://127.0.0.1:6379/0"
+    url: Annotated[str, PlainValidator(_redis_url)] = "redis://127.0.0.1:6379/0"
     timeout: Duration = 0.5
 
 
 class DatabaseConfig(Section):
-    url: ConnectionUrl = "sqlite+aiosqlite:///gateway.db"
+    url: Annotated[str, PlainValidator(_database_url)] = Field(
+        default="sqlite+aiosqlite:///gateway.db", validate_default=True
+    )
 
 
 class SessionConfig(Section):
@@ -172,7 +206,9 @@ class GatewayConfig(Section):
     public_hostnames: list[str] = Field(min_length=1)
     upstream: UpstreamConfig
     redis: RedisConfig = RedisConfig()
-    database: DatabaseConfig = DatabaseConfig()
+    # Validated like a written section, so that the default SQLite path is
+    # read from the folder of gateway.yaml.
+    database: DatabaseConfig = Field(default={}, validate_default=True)
     trusted_proxies: list[Network] = Field(default_factory=list)
     session: SessionConfig
     upstream_signing_keys: list[Key] = Field(min_length=1)
@@ -212,11 +248,17 @@ def check_view_template(name: str, template: str) -> None:
     """Refuse a view template that is not a local path with known fields."""
     fields = set(re.findall(r"{([^}]*)}", template))
     if not template.startswith("/") or template.startswith("//") or "\\" in template:
-        raise ValueError(f"view {name!r}: {template!r} must be a path starting with one '/'")
+        raise ValueError(
+            f"view {name!r}: {template!r} must be a path starting with one '/'"
+        )
     if fields - {"client_id"}:
-        raise ValueError(f"view {name!r}: {template!r} may only use the field {{client_id}}")
+        raise ValueError(
+            f"view {name!r}: {template!r} may only use the field {{client_id}}"
+        )
     if any(ch in template for ch in "\r\n\t ") or not template.isascii():
-        raise ValueError(f"view {name!r}: {template!r} contains spaces or non-ASCII characters")
+        raise ValueError(
+            f"view {name!r}: {template!r} contains spaces or non-ASCII characters"
+        )
 
 
 class TenantSessionConfig(Section):
@@ -261,31 +303,83 @@ class TenantConfig(Section):
     def _known_views(cls, views: list[str] | None) -> list[str] | None:
         for view in views or []:
             if view not in DEFAULT_VIEWS:
-                raise ValueError(f"unknown view {view!r}")
+                known = ", ".join(sorted(DEFAULT_VIEWS))
+                raise ValueError(f"unknown view {view!r}: the views are {known}")
         return views
 
-    @model_validator(mode="after")
-    def _one_method_one_pin(self) -> TenantConfig:
-        if self.method == "oidc" or self.oidc is not None:
-            if self.method == "ysis":
-                raise ValueError(
-                    "a tenant uses one SSO method: remove 'oidc' or set method: oidc"
-                )
-            raise ValueError("method 'oidc' is not supported by this gateway version")
-        if self.certificates is not None and self.ca_file is not None:
-            raise ValueError("pin with either 'certificates' or 'ca_file', not both")
-        if self.certificates is None and self.ca_file is None:
-            raise ValueError("a certificate pin is required: 'certificates' or 'ca_file'")
-        if self.certificates is not None and not 1 <= len(self.certificates) <= 2:
-            raise ValueError("'certificates' lists one certificate, or two during rotation")
-        if self.ca_file is not None and not self.subject_name:
-            raise ValueError("'ca_file' needs 'subject_name' (the common name or SAN)")
-        if self.launch_signature and self.launch_secret is None:
-            raise ValueError("'launch_signature: true' needs 'launch_secret'")
-        return self
+    @model_validator(mode="wrap")
+    @classmethod
+    def _check_rules(
+        cls, data: Any, handler: ModelWrapValidatorHandler[TenantConfig]
+    ) -> TenantConfig:
+        # The rules read the raw keys, so that they are reported together
+        # with the errors of single fields instead of only after those are
+        # fixed.
+        broken = tenant_rule_errors(data) if isinstance(data, dict) else []
+        try:
+            tenant = handler(data)
+        except ValidationError as exc:
+            if not broken:
+                raise
+            errors: list[Any] = [*exc.errors(), *broken]
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
+        if broken:
+            raise ValidationError.from_exception_data(cls.__name__, broken)
+        return tenant
 
     def allows_view(self, view: str) -> bool:
         return view == "default" or self.views is None or view in self.views
+
+
+def tenant_rule_errors(data: dict[str, Any]) -> list[InitErrorDetails]:
+    """Check the rules of a tenant that span several keys, on its raw keys."""
+    broken: list[InitErrorDetails] = []
+
+    def fail(key: str, message: str) -> None:
+        # The message goes in as a context value, because the braces of
+        # "{env: NAME}" would be read as template fields.
+        error = PydanticCustomError("tenant_rule", "{message}", {"message": message})
+        broken.append({"type": error, "loc": (key,), "input": data.get(key)})
+
+    method = data.get("method", "ysis")
+    if method == "oidc":
+        fail("method", "'oidc' is not supported by this gateway version: use ysis")
+    elif method == "ysis" and data.get("oidc") is not None:
+        fail(
+            "oidc",
+            "set next to method 'ysis', but a tenant uses one SSO method: "
+            "remove 'oidc' or set method: oidc",
+        )
+
+    certificates = data.get("certificates")
+    ca_file = data.get("ca_file")
+    if certificates is not None and ca_file is not None:
+        fail("ca_file", "both 'certificates' and 'ca_file' are set: pin with one")
+    elif certificates is None and ca_file is None:
+        fail(
+            "certificates",
+            "a certificate pin is required: add 'certificates' (one or two "
+            "files) or 'ca_file' with 'subject_name'",
+        )
+    if isinstance(certificates, list) and not 1 <= len(certificates) <= 2:
+        fail(
+            "certificates",
+            f"{len(certificates)} files are listed: pin one certificate, or two "
+            "during a rotation",
+        )
+    if ca_file is not None and not data.get("subject_name"):
+        fail(
+            "ca_file",
+            f"{ca_file!r} is set without subject_name: add the common name or "
+            "DNS name that the client certificate must carry",
+        )
+    if data.get("launch_signature") is True and data.get("launch_secret") is None:
+        fail(
+            "launch_signature",
+            "true, but launch_secret is missing: add "
+            "launch_secret: {env: NAME} or set launch_signature: false",
+        )
+    return broken
 
 
 class TenantsFile(Section):

@@ -16,6 +16,8 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DURATION = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)(?P<unit>ms|s|m|h|d)\Z")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_PREFIX = re.compile(r"(0|[1-9][0-9]{0,2})\Z")
+_LEADING_ZERO = re.compile(r"0[0-9]")
 
 #: Keys shorter than this are rejected (HMAC-SHA256 wants 32 bytes of entropy).
 MIN_KEY_BYTES = 32
@@ -23,9 +25,7 @@ MIN_KEY_BYTES = 32
 
 def parse_duration(value: Any) -> float:
     """Convert ``30m``, ``10h`` or ``500ms`` into seconds."""
-    if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a duration: write a number and a unit, such as '30m'")
-    match = _DURATION.match(value.strip())
+    match = _DURATION.match(value.strip()) if isinstance(value, str) else None
     if match is None:
         raise ValueError(
             f"{value!r} is not a duration: write a number and a unit "
@@ -40,21 +40,42 @@ Duration = Annotated[float, BeforeValidator(parse_duration)]
 def parse_network(value: Any) -> IPNetwork:
     """Parse a CIDR strictly: no host bits, no leading zeros, a prefix length."""
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a CIDR: write it as a string, such as '10.0.0.0/8'")
+        raise ValueError(
+            f"{value!r} is not a CIDR: write it as a string, such as '10.0.0.0/8'"
+        )
     text = value.strip()
-    if "/" not in text:
-        raise ValueError(f"{value!r} is not a CIDR: add the prefix length, such as '{text}/32'")
+    address_text, slash, prefix = text.partition("/")
+    if not slash:
+        single = 128 if ":" in text else 32
+        raise ValueError(
+            f"{value!r} has no prefix length: write a CIDR, such as '{text}/{single}'"
+        )
+    octets = address_text.split(".")
+    if ":" not in address_text and any(_LEADING_ZERO.match(part) for part in octets):
+        raise ValueError(
+            f"{value!r} has leading zeros, which some tools read as octal: "
+            "write each IPv4 number without them"
+        )
     try:
-        network = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        raise ValueError(f"{value!r} is not a valid CIDR: {exc}") from None
-    address, prefix = text.split("/", 1)
-    if not prefix.isdigit() or prefix != str(int(prefix)):
-        raise ValueError(f"{value!r} is not a valid CIDR: invalid prefix length")
-    if network.version == 4 and any(
-        len(part) > 1 and part.startswith("0") for part in address.split(".")
-    ):
-        raise ValueError(f"{value!r} is not a valid CIDR: leading zeros are ambiguous")
+        if "%" in address_text:
+            raise ValueError("an allowlist address has no IPv6 zone ID")
+        address = ipaddress.ip_address(address_text)
+    except ValueError:
+        raise ValueError(
+            f"{value!r} is not a valid CIDR: {address_text!r} is not an IPv4 "
+            "or IPv6 address"
+        ) from None
+    if not _PREFIX.match(prefix) or int(prefix) > address.max_prefixlen:
+        raise ValueError(
+            f"{value!r} is not a valid CIDR: the prefix length must be a number "
+            f"from 0 to {address.max_prefixlen}"
+        )
+    network = ipaddress.ip_network(text, strict=False)
+    if network.network_address != address:
+        raise ValueError(
+            f"{value!r} has host bits set: write the network address "
+            f"'{network}', or '{address}/{address.max_prefixlen}' for one host"
+        )
     return network
 
 
@@ -135,7 +156,11 @@ def resolve_secret(value: Any, base: Path, *, min_bytes: int = 0) -> Secret:
         raise ValueError(
             "literal secrets are not allowed: write {env: NAME} or {file: PATH}"
         )
-    if not isinstance(value, dict) or len(value) != 1 or not {"env", "file"} & set(value):
+    if (
+        not isinstance(value, dict)
+        or len(value) != 1
+        or not {"env", "file"} & set(value)
+    ):
         raise ValueError("a secret must be written as {env: NAME} or {file: PATH}")
 
     if "env" in value:
@@ -149,7 +174,9 @@ def resolve_secret(value: Any, base: Path, *, min_bytes: int = 0) -> Secret:
         try:
             raw_bytes = path.read_bytes().strip()
         except OSError as exc:
-            raise ValueError(f"secret file '{path}' cannot be read: {exc.strerror}") from None
+            raise ValueError(
+                f"secret file '{path}' cannot be read: {exc.strerror}"
+            ) from None
         if not raw_bytes:
             raise ValueError(f"secret file '{path}' is empty")
         secret = Secret(raw_bytes, f"file:{path}")

@@ -10,6 +10,7 @@ errors can say ``file:line``.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,28 @@ _FLOAT = re.compile(r"[-+]?([0-9]+\.[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?\Z")
 
 class YamlError(Exception):
     """Raised for a file that is missing, unreadable or not valid YAML."""
+
+
+@dataclass(frozen=True)
+class YamlProblem:
+    """A rule of this reader that the file breaks, such as a duplicate key."""
+
+    line: int
+    location: Location
+    message: str
+
+
+@dataclass(frozen=True)
+class Document:
+    """A parsed file: its data, the line of every value and its problems.
+
+    A duplicate key keeps its first value and an alias reads as null, so
+    that validation can go on and report the other problems of the file too.
+    """
+
+    data: Any
+    lines: dict[Location, int]
+    problems: list[YamlProblem] = field(default_factory=list)
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:
@@ -41,47 +64,66 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 
 class _Builder:
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self) -> None:
         self.lines: dict[Location, int] = {}
+        self.problems: list[YamlProblem] = []
         self.seen: set[int] = set()
 
-    def build(self, node: yaml.Node, location: Location) -> Any:
-        self.lines[location] = node.start_mark.line + 1
+    def build(self, node: yaml.Node, location: Location, parent_line: int = 1) -> Any:
+        line = node.start_mark.line + 1
         if id(node) in self.seen:
             # SECURITY: an alias repeats a node, and nested aliases expand a
-            # small file into a huge document.
-            line = node.start_mark.line + 1
-            raise YamlError(f"{self.path}:{line}: YAML aliases are not allowed")
+            # small file into a huge document. The composed node keeps the
+            # line of its anchor only, so the alias is placed on the line of
+            # the key or list that holds it.
+            self.lines[location] = parent_line
+            self._problem(parent_line, location, "YAML aliases are not allowed")
+            return None
+        self.lines[location] = line
         if not isinstance(node, yaml.ScalarNode):
             self.seen.add(id(node))
         if isinstance(node, yaml.MappingNode):
             return self._mapping(node, location)
         if isinstance(node, yaml.SequenceNode):
             return [
-                self.build(item, (*location, index))
+                self.build(item, (*location, index), line)
                 for index, item in enumerate(node.value)
             ]
         if isinstance(node, yaml.ScalarNode):
             return _scalar(node)
-        raise YamlError(f"{self.path}:{node.start_mark.line + 1}: unsupported YAML node")
+        self._problem(line, location, "unsupported YAML node")
+        return None
 
     def _mapping(self, node: yaml.MappingNode, location: Location) -> dict[str, Any]:
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, yaml.ScalarNode):
-                raise YamlError(f"{self.path}:{line}: mapping keys must be plain strings")
+                self._problem(line, location, "mapping keys must be plain strings")
+                continue
             key = str(key_node.value)
             if key in result:
-                raise YamlError(f"{self.path}:{line}: duplicate key {key!r}")
-            result[key] = self.build(value_node, (*location, key))
+                first = self.lines[(*location, key)]
+                self._problem(
+                    line,
+                    (*location, key),
+                    f"duplicate key {key!r}, first set on line {first}: "
+                    "remove one of them",
+                )
+                continue
+            result[key] = self.build(value_node, (*location, key), line)
             self.lines[(*location, key)] = line
         return result
 
+    def _problem(self, line: int, location: Location, message: str) -> None:
+        self.problems.append(YamlProblem(line, location, message))
 
-def load(path: Path) -> tuple[Any, dict[Location, int]]:
-    """Parse ``path`` and return its data and the line of every value."""
+
+def read(path: Path) -> Document:
+    """Parse ``path`` and return its data, lines and every rule it breaks.
+
+    Raises ``YamlError`` for a file that cannot be read or parsed at all.
+    """
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as exc:
@@ -95,7 +137,25 @@ def load(path: Path) -> tuple[Any, dict[Location, int]]:
     except yaml.YAMLError as exc:
         raise YamlError(f"{path}: invalid YAML: {exc}") from exc
     if node is None:
-        return None, {}
+        return Document(None, {})
 
-    builder = _Builder(path)
-    return builder.build(node, ()), builder.lines
+    builder = _Builder()
+    data = builder.build(node, ())
+    return Document(data, builder.lines, builder.problems)
+
+
+def load(path: Path) -> tuple[Any, dict[Location, int]]:
+    """Parse ``path`` and return its data and the line of every value.
+
+    Raises ``YamlError`` listing every problem, one per line, if the file
+    breaks a rule of this reader.
+    """
+    document = read(path)
+    if document.problems:
+        raise YamlError(
+            "\n".join(
+                f"{path}:{problem.line}: {problem.message}"
+                for problem in document.problems
+            )
+        )
+    return document.data, document.lines
