@@ -11,9 +11,14 @@ import secrets
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gateway.config.loader import Config, load_certificates, load_config
+from gateway.config.types import MIN_KEY_BYTES
 from gateway.errors import ConfigError, LinkConflict, SchemaOutdated
+
+if TYPE_CHECKING:
+    from gateway.links.cache import CachedLinkStore
 
 DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
 
@@ -89,31 +94,48 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     redis = redis_client(settings.redis.url, settings.redis.timeout)
     try:
         await require_current_schema(engine)
-        store = CachedLinkStore(SqlLinkStore(engine), redis, ttl=settings.link_cache.ttl, negative_ttl=settings.link_cache.negative_ttl)
+        store = CachedLinkStore(
+            SqlLinkStore(engine),
+            redis,
+            ttl=settings.link_cache.ttl,
+            negative_ttl=settings.link_cache.negative_ttl,
+        )
         if action == "list":
             for link in await store.list(args.tenant):
-                used = link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "-"
-                print(f"{link.tenant}\t{link.ysis_user}\t{link.medimo_account}\t{link.created_by}\t{link.created_at.isoformat(timespec='seconds')}\t{used}")
+                used = (
+                    link.last_used_at.isoformat(timespec="seconds")
+                    if link.last_used_at
+                    else "-"
+                )
+                print(
+                    f"{link.tenant}\t{link.ysis_user}\t{link.medimo_account}\t{link.created_by}\t{link.created_at.isoformat(timespec='seconds')}\t{used}"
+                )
             return 0
         if args.tenant not in config.tenants:
-            print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
+            print(
+                f"error: tenant {args.tenant!r} is not in {config.tenants_path}",
+                file=sys.stderr,
+            )
             return 1
         if action == "add":
-            try:
-                link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
-            except LinkConflict as exc:
-                what = "Ysis user" if exc.field == "ysis_user" else "Medimo account"
-                print(f"error: tenant {args.tenant!r}: this {what} is already linked; remove that link first", file=sys.stderr)
-                return 1
-            print(f"linked {link.tenant}/{link.ysis_user} to {link.medimo_account}")
-            return 0
+            return await _add_link(store, args, settings.link_cache.negative_ttl)
         removed = await store.remove(args.tenant, args.ysis_user)
+        _warn_stale_cache(store, settings.link_cache.ttl)
         if removed is None:
-            print(f"error: tenant {args.tenant!r}: Ysis user {args.ysis_user!r} is not linked", file=sys.stderr)
+            print(
+                f"error: tenant {args.tenant!r}: Ysis user {args.ysis_user!r} is not linked",
+                file=sys.stderr,
+            )
             return 1
-        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=_longest_lifetime(config))
-        await SqlRevocationStore(engine).add("account", removed.tenant, removed.medimo_account, expires)
-        print(f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked")
+        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
+            seconds=_longest_lifetime(config)
+        )
+        await SqlRevocationStore(engine).add(
+            "account", removed.tenant, removed.medimo_account, expires
+        )
+        print(
+            f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked"
+        )
         return 0
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -123,12 +145,69 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         await engine.dispose()
 
 
+async def _add_link(
+    store: CachedLinkStore, args: argparse.Namespace, negative_ttl: float
+) -> int:
+    from gateway.flows.launch import ACCOUNT_ID
+
+    if not ACCOUNT_ID.match(args.ysis_user):
+        print(
+            f"error: Ysis user {args.ysis_user!r} is not a valid Ysis account ID: "
+            "use 1 to 64 of the characters A-Z, a-z, 0-9 and . _ @ -",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
+    except LinkConflict as exc:
+        if exc.field == "ysis_user":
+            what = f"Ysis user {args.ysis_user!r}"
+        else:
+            what = f"Medimo account {args.account!r}"
+        print(
+            f"error: tenant {args.tenant!r}: {what} is already linked. Nothing "
+            "was changed: remove that link first with 'sso-gateway links remove'",
+            file=sys.stderr,
+        )
+        return 1
+    except ValueError as exc:
+        # The link table rejects empty and overlong values.
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        _warn_stale_cache(store, negative_ttl)
+    print(f"linked {link.tenant}/{link.ysis_user} to {link.medimo_account}")
+    return 0
+
+
+def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
+    # This process exits next, so a failed cache delete is never retried.
+    if store.pending_invalidations:
+        print(
+            "warning: the link cache in Redis could not be updated: running "
+            f"gateways may use the old link for up to {ttl:g} s",
+            file=sys.stderr,
+        )
+
+
 def _longest_lifetime(config: Config) -> float:
-    lifetimes = [tenant.config.session.lifetime or 0.0 for tenant in config.tenants.values()]
+    lifetimes = [
+        tenant.config.session.lifetime or 0.0 for tenant in config.tenants.values()
+    ]
     return max([config.gateway.session.lifetime, *lifetimes])
 
 
 def cmd_links(args: argparse.Namespace) -> int:
+    if args.links_command != "list" and args.operator is None:
+        try:
+            args.operator = getpass.getuser()
+        except (KeyError, OSError):
+            print(
+                "error: the login name is unknown: name the administrator "
+                "with --operator NAME",
+                file=sys.stderr,
+            )
+            return 1
     config = _load(args.config)
     return asyncio.run(_with_links(config, args.links_command, args))
 
@@ -145,6 +224,13 @@ def cmd_certs_fingerprint(args: argparse.Namespace) -> int:
 
 
 def cmd_keys_generate(args: argparse.Namespace) -> int:
+    if args.bytes < MIN_KEY_BYTES:
+        print(
+            f"error: --bytes {args.bytes} is too few: a key needs at least "
+            f"{MIN_KEY_BYTES} random bytes",
+            file=sys.stderr,
+        )
+        return 1
     print(secrets.token_urlsafe(args.bytes))
     return 0
 
@@ -156,40 +242,69 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sso-gateway", description="Ysis single sign-on gateway for Medimo")
+    parser = argparse.ArgumentParser(
+        prog="sso-gateway", description="Ysis single sign-on gateway for Medimo"
+    )
     commands = parser.add_subparsers(dest="command", required=True)
 
     serve = commands.add_parser("serve", help="run the gateway")
     _config_argument(serve)
-    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
     serve.set_defaults(handler=cmd_serve)
 
-    check = commands.add_parser("check-config", help="validate gateway.yaml and tenants.yaml")
+    check = commands.add_parser(
+        "check-config", help="validate gateway.yaml and tenants.yaml"
+    )
     _config_argument(check)
     check.set_defaults(handler=cmd_check_config)
 
-    demo = commands.add_parser("demo", help="run a self-contained demo with generated certificates")
-    demo.add_argument("--dir", default="sso-gateway-demo", help="folder for the demo's files (default: ./sso-gateway-demo)")
-    demo.add_argument("--port", type=int, default=8443, help="gateway port (default: 8443)")
-    demo.add_argument("--prepare-only", action="store_true", help="create the certificates and secrets, then exit")
+    demo = commands.add_parser(
+        "demo", help="run a self-contained demo with generated certificates"
+    )
+    demo.add_argument(
+        "--dir",
+        default="sso-gateway-demo",
+        help="folder for the demo's files (default: ./sso-gateway-demo)",
+    )
+    demo.add_argument(
+        "--port", type=int, default=8443, help="gateway port (default: 8443)"
+    )
+    demo.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="create the certificates and secrets, then exit",
+    )
     demo.set_defaults(handler=cmd_demo)
 
     db = commands.add_parser("db", help="database schema")
     db_commands = db.add_subparsers(dest="db_command", required=True)
-    db_upgrade = db_commands.add_parser("upgrade", help="run the migrations up to the newest")
+    db_upgrade = db_commands.add_parser(
+        "upgrade", help="run the migrations up to the newest"
+    )
     _config_argument(db_upgrade)
     db_upgrade.set_defaults(handler=cmd_db_upgrade)
 
     links = commands.add_parser("links", help="the link table")
     link_commands = links.add_subparsers(dest="links_command", required=True)
-    listing = link_commands.add_parser("list", help="print links as tab-separated lines")
+    listing = link_commands.add_parser(
+        "list", help="print links as tab-separated lines"
+    )
     listing.add_argument("--tenant")
     add = link_commands.add_parser("add", help="link a Ysis user to a Medimo account")
-    remove = link_commands.add_parser("remove", help="remove a link and revoke its sessions")
+    remove = link_commands.add_parser(
+        "remove", help="remove a link and revoke its sessions"
+    )
     for sub in (add, remove):
         sub.add_argument("--tenant", required=True)
         sub.add_argument("--ysis-user", required=True)
-        sub.add_argument("--operator", default=getpass.getuser(), help="name recorded as the administrator (default: login name)")
+        # The login name is looked up only when needed, because the lookup
+        # fails for a user ID without a passwd entry, as in many containers.
+        sub.add_argument(
+            "--operator",
+            help="name recorded as the administrator (default: login name)",
+        )
     add.add_argument("--account", required=True, help="Medimo account ID")
     for sub in (listing, add, remove):
         _config_argument(sub)
@@ -197,14 +312,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     certs = commands.add_parser("certs", help="certificate helpers")
     cert_commands = certs.add_subparsers(dest="certs_command", required=True)
-    fingerprint = cert_commands.add_parser("fingerprint", help="print the SHA-256 fingerprint of each certificate in FILE")
+    fingerprint = cert_commands.add_parser(
+        "fingerprint", help="print the SHA-256 fingerprint of each certificate in FILE"
+    )
     fingerprint.add_argument("file")
     fingerprint.set_defaults(handler=cmd_certs_fingerprint)
 
     keys = commands.add_parser("keys", help="key helpers")
     key_commands = keys.add_subparsers(dest="keys_command", required=True)
     generate = key_commands.add_parser("generate", help="print a new random key")
-    generate.add_argument("--bytes", type=int, default=48, help="random bytes before encoding (default: 48)")
+    generate.add_argument(
+        "--bytes",
+        type=int,
+        default=48,
+        help=f"random bytes before base64url encoding, at least {MIN_KEY_BYTES} (default: 48)",
+    )
     generate.set_defaults(handler=cmd_keys_generate)
     return parser
 

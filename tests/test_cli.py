@@ -1,0 +1,695 @@
+"""The sso-gateway command line, run as a subprocess from an unrelated folder.
+
+The configurations come from ``GatewayHarness.write_config``, the files a
+running test gateway uses, so paths inside them are relative to their folder.
+The links commands run against SQLite and a real redis-server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import datetime as dt
+import hashlib
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+import redis
+import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+
+from gateway.config.loader import load_config
+from gateway.links.cache import NOT_FOUND_MARKER, link_key
+from gateway.storage.database import create_engine
+from gateway.storage.revocations import SqlRevocationStore
+from tests.support.harness import GatewayHarness, launch, whoami
+from tests.support.services import free_port
+
+
+def command() -> list[str]:
+    """Return the installed sso-gateway script, else the package's __main__."""
+    beside = Path(sys.executable).with_name("sso-gateway")
+    if beside.exists():
+        return [str(beside)]
+    found = shutil.which("sso-gateway")
+    return [found] if found else [sys.executable, "-m", "gateway"]
+
+
+@pytest.fixture
+def cwd(tmp_path: Path) -> Path:
+    """A working folder that holds none of the configuration's files."""
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    return folder
+
+
+class Cli:
+    def __init__(self, cwd: Path) -> None:
+        self.cwd = cwd
+
+    def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [*command(), *map(str, args)],
+            cwd=self.cwd,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "Traceback" not in result.stderr, result.stderr
+        return result
+
+
+@pytest.fixture
+def cli(cwd: Path) -> Cli:
+    return Cli(cwd)
+
+
+def write_config(folder: Path, redis_url: str) -> Path:
+    """Write the harness's gateway.yaml and tenants.yaml; return gateway.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    # The upstream port is only written, never connected to.
+    return GatewayHarness(folder, redis_url=redis_url).write_config(upstream_port=9)
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    return write_config(tmp_path / "config", "redis://127.0.0.1:6379/0")
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, f"{old!r} must occur once in {path}"
+    path.write_text(text.replace(old, new))
+
+
+# --- check-config ------------------------------------------------------------
+
+
+def test_check_config_valid(cli: Cli, config_path: Path) -> None:
+    result = cli.run("check-config", "--config", config_path)
+
+    assert result.returncode == 0, result.stdout
+    assert "configuration valid: 2 tenant(s)" in result.stdout
+
+
+def test_check_config_prints_warnings(cli: Cli, config_path: Path) -> None:
+    result = cli.run("check-config", "--config", config_path)
+
+    tenants = config_path.with_name("tenants.yaml")
+    warnings = [line for line in result.stdout.splitlines() if ": warning: " in line]
+    assert len(warnings) == 2, result.stdout
+    assert all(line.startswith(f"{tenants}:") for line in warnings)
+
+
+def test_check_config_relative_path(cli: Cli, config_path: Path, cwd: Path) -> None:
+    relative = Path("..") / config_path.parent.name / config_path.name
+
+    result = cli.run("check-config", "--config", relative)
+
+    assert (cwd / relative).resolve() == config_path.resolve()
+    assert result.returncode == 0, result.stdout
+
+
+def test_check_config_env_default(config_path: Path, cwd: Path) -> None:
+    result = subprocess.run(
+        [*command(), "check-config"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "SSO_GATEWAY_CONFIG": str(config_path)},
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_check_config_every_error(cli: Cli, config_path: Path) -> None:
+    tenants = config_path.with_name("tenants.yaml")
+    edit(tenants, "noord-client.pem\n  allowed_ips:\n  - 127.0.0.1/32", "noord-client.pem\n  allowed_ips:\n  - 127.0.0.1/8")
+    edit(tenants, "name: zuid", "name: Zuid")
+    edit(config_path, "forms:", "colour: red\nforms:")
+
+    result = cli.run("check-config", "--config", config_path)
+
+    assert result.returncode == 1
+    errors = [line for line in result.stdout.splitlines() if line.startswith("/")]
+    errors = [line for line in errors if ": warning: " not in line]
+    assert len(errors) == 3, result.stdout
+    assert any("'127.0.0.1/8' has host bits set" in line for line in errors)
+    assert any("'Zuid' is not a valid tenant name" in line for line in errors)
+    assert any("unknown key 'colour'" in line for line in errors)
+    assert result.stdout.splitlines()[-1].startswith("3 error(s), ")
+
+
+@pytest.mark.parametrize(
+    ("flag", "code"),
+    [
+        pytest.param("", 1, id="without-allow-any-ip"),
+        pytest.param("  allow_any_ip: true\n", 0, id="with-allow-any-ip"),
+    ],
+)
+def test_check_config_any_ip(cli: Cli, config_path: Path, flag: str, code: int) -> None:
+    tenants = config_path.with_name("tenants.yaml")
+    edit(tenants, "- ::1/128\n- name: zuid", f"- ::1/128\n  - 0.0.0.0/0\n{flag}- name: zuid")
+
+    result = cli.run("check-config", "--config", config_path)
+
+    assert result.returncode == code, result.stdout
+    assert "'0.0.0.0/0' admits every address" in result.stdout
+
+
+def test_check_config_missing_file(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "absent.yaml"
+
+    result = cli.run("check-config", "--config", path)
+
+    assert result.returncode == 1
+    assert f"{path}: file not found" in result.stdout
+
+
+def test_check_config_hides_secret(cli: Cli, config_path: Path) -> None:
+    literal = "Literal-Secret-0123456789abcdef0123456789"
+    edit(config_path, "file: secrets/api-token", literal)
+
+    result = cli.run("check-config", "--config", config_path)
+
+    assert result.returncode == 1
+    assert "upstream.api_token: literal secrets are not allowed" in result.stdout
+    assert literal not in result.stdout + result.stderr
+
+
+def test_check_config_hides_file_secret(cli: Cli, config_path: Path) -> None:
+    short = "Short-Secret"
+    config_path.with_name("secrets").joinpath("session-key-0").write_text(short)
+
+    result = cli.run("check-config", "--config", config_path)
+
+    assert result.returncode == 1
+    assert "is 12 bytes, at least 32 are required" in result.stdout
+    assert short not in result.stdout + result.stderr
+
+
+# --- certs fingerprint -------------------------------------------------------
+
+
+@pytest.fixture
+def leaf(tmp_path: Path) -> trustme.LeafCert:
+    return trustme.CA().issue_cert("noord.ysis.example")
+
+
+def der_of(pem: bytes) -> bytes:
+    cert = x509.load_pem_x509_certificate(pem)
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+def test_fingerprint_pem(cli: Cli, tmp_path: Path, leaf: trustme.LeafCert) -> None:
+    pem = leaf.cert_chain_pems[0].bytes()
+    path = tmp_path / "noord.pem"
+    path.write_bytes(pem)
+
+    result = cli.run("certs", "fingerprint", path)
+
+    assert result.returncode == 0, result.stderr
+    fingerprint = result.stdout.split()[0]
+    assert fingerprint == hashlib.sha256(der_of(pem)).hexdigest()
+
+
+def test_fingerprint_der(cli: Cli, tmp_path: Path, leaf: trustme.LeafCert) -> None:
+    der = der_of(leaf.cert_chain_pems[0].bytes())
+    path = tmp_path / "noord.der"
+    path.write_bytes(der)
+
+    result = cli.run("certs", "fingerprint", path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split()[0] == hashlib.sha256(der).hexdigest()
+
+
+def test_fingerprint_every_certificate(
+    cli: Cli, tmp_path: Path, leaf: trustme.LeafCert
+) -> None:
+    chain = [blob.bytes() for blob in leaf.cert_chain_pems]
+    other = trustme.CA().cert_pem.bytes()
+    path = tmp_path / "bundle.pem"
+    path.write_bytes(chain[0] + other)
+
+    result = cli.run("certs", "fingerprint", path)
+
+    printed = [line.split()[0] for line in result.stdout.splitlines()]
+    expected = [hashlib.sha256(der_of(pem)).hexdigest() for pem in (chain[0], other)]
+    assert printed == expected
+
+
+def test_fingerprint_relative_to_cwd(
+    cli: Cli, cwd: Path, leaf: trustme.LeafCert
+) -> None:
+    pem = leaf.cert_chain_pems[0].bytes()
+    (cwd / "here.pem").write_bytes(pem)
+
+    result = cli.run("certs", "fingerprint", "here.pem")
+
+    assert result.stdout.split()[0] == hashlib.sha256(der_of(pem)).hexdigest()
+
+
+def test_fingerprint_missing_file(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "absent.pem"
+
+    result = cli.run("certs", "fingerprint", path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: certificate file '{path}' cannot be read")
+
+
+def test_fingerprint_key_file(cli: Cli, tmp_path: Path, leaf: trustme.LeafCert) -> None:
+    path = tmp_path / "noord-key.pem"
+    leaf.private_key_pem.write_to_path(str(path))
+
+    result = cli.run("certs", "fingerprint", path)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "contains a private key where a certificate belongs" in result.stderr
+
+
+def test_fingerprint_not_certificate(cli: Cli, tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_text("not a certificate\n")
+
+    result = cli.run("certs", "fingerprint", path)
+
+    assert result.returncode == 1
+    assert "holds no valid PEM or DER certificate" in result.stderr
+
+
+# --- keys generate -----------------------------------------------------------
+
+
+def decode_key(printed: str) -> bytes:
+    text = printed.strip()
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def test_keys_generate_length(cli: Cli) -> None:
+    result = cli.run("keys", "generate")
+
+    assert result.returncode == 0
+    assert len(result.stdout.strip()) >= 32
+    assert len(decode_key(result.stdout)) == 48
+
+
+def test_keys_generate_differs(cli: Cli) -> None:
+    first = cli.run("keys", "generate").stdout
+    second = cli.run("keys", "generate").stdout
+
+    assert first != second
+
+
+def test_keys_generate_bytes(cli: Cli) -> None:
+    result = cli.run("keys", "generate", "--bytes", "64")
+
+    assert len(decode_key(result.stdout)) == 64
+
+
+def test_keys_generate_too_few(cli: Cli) -> None:
+    result = cli.run("keys", "generate", "--bytes", "16")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "at least 32 random bytes" in result.stderr
+
+
+def test_generated_key_accepted(cli: Cli, config_path: Path) -> None:
+    key = cli.run("keys", "generate").stdout.strip()
+    config_path.with_name("secrets").joinpath("session-key-0").write_text(key + "\n")
+
+    (loaded,) = load_config(config_path).gateway.session.keys
+
+    assert loaded.text() == key
+
+
+# --- db upgrade --------------------------------------------------------------
+
+
+def sqlite_tables(path: Path) -> set[str]:
+    connection = sqlite3.connect(path)
+    try:
+        rows = connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {name for (name,) in rows}
+    finally:
+        connection.close()
+
+
+def test_db_upgrade_creates_schema(cli: Cli, config_path: Path) -> None:
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "database schema is up to date" in result.stdout
+    tables = sqlite_tables(config_path.with_name("gateway.db"))
+    assert {"links", "revocations", "alembic_version"} <= tables
+
+
+def test_db_upgrade_twice(cli: Cli, config_path: Path) -> None:
+    cli.run("db", "upgrade", "--config", config_path)
+
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_db_upgrade_relative_sqlite(cli: Cli, config_path: Path, cwd: Path) -> None:
+    text = config_path.read_text()
+    start = text.index("sqlite+aiosqlite:///")
+    end = text.index("\n", start)
+    config_path.write_text(text[:start] + "sqlite+aiosqlite:///data.db" + text[end:])
+
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 0, result.stderr
+    assert "links" in sqlite_tables(config_path.with_name("data.db"))
+    assert not (cwd / "data.db").exists()
+
+
+def test_db_upgrade_bad_config(cli: Cli, config_path: Path) -> None:
+    edit(config_path, "forms:", "colour: red\nforms:")
+
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 2
+    assert "unknown key 'colour'" in result.stderr
+    assert not config_path.with_name("gateway.db").exists()
+
+
+# --- links -------------------------------------------------------------------
+
+
+@pytest.fixture
+def links_config(cli: Cli, tmp_path: Path, redis_url: str) -> Path:
+    path = write_config(tmp_path / "links", redis_url)
+    assert cli.run("db", "upgrade", "--config", path).returncode == 0
+    return path
+
+
+def links(cli: Cli, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli.run("links", *args, "--config", config)
+
+
+def add(cli: Cli, config: Path, user: str, account: str, tenant: str = "noord") -> (
+    subprocess.CompletedProcess[str]
+):
+    return links(
+        cli, config, "add", "--tenant", tenant, "--ysis-user", user,
+        "--account", account, "--operator", "beheer",
+    )
+
+
+def rows(cli: Cli, config: Path, *args: str) -> list[list[str]]:
+    result = links(cli, config, "list", *args)
+    assert result.returncode == 0, result.stderr
+    return [line.split("\t") for line in result.stdout.splitlines()]
+
+
+def test_links_add_prints(cli: Cli, links_config: Path) -> None:
+    result = add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "linked noord/ysis-jan to medimo-jan\n"
+
+
+def test_links_list_rows(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
+
+    (row,) = rows(cli, links_config)
+
+    assert row[:4] == ["noord", "ysis-jan", "medimo-jan", "beheer"]
+    created = dt.datetime.fromisoformat(row[4])
+    assert abs((created - before).total_seconds()) < 60
+    assert row[5] == "-"
+    assert len(row) == 6
+
+
+def test_links_list_tenant(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    add(cli, links_config, "ysis-anna", "medimo-anna", tenant="zuid")
+
+    listed = rows(cli, links_config, "--tenant", "zuid")
+
+    assert [row[:3] for row in listed] == [["zuid", "ysis-anna", "medimo-anna"]]
+
+
+def test_links_list_ordered(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-piet", "medimo-piet", tenant="zuid")
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    add(cli, links_config, "ysis-anna", "medimo-anna")
+
+    listed = [row[:2] for row in rows(cli, links_config)]
+
+    assert listed == [["noord", "ysis-anna"], ["noord", "ysis-jan"], ["zuid", "ysis-piet"]]
+
+
+def test_links_add_linked_user(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    before = rows(cli, links_config)
+
+    result = add(cli, links_config, "ysis-jan", "medimo-other")
+
+    assert result.returncode == 1
+    assert "tenant 'noord': Ysis user 'ysis-jan' is already linked" in result.stderr
+    assert "links remove" in result.stderr
+    assert result.stdout == ""
+    assert rows(cli, links_config) == before
+
+
+def test_links_add_linked_account(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    before = rows(cli, links_config)
+
+    result = add(cli, links_config, "ysis-piet", "medimo-jan")
+
+    assert result.returncode == 1
+    assert "tenant 'noord': Medimo account 'medimo-jan' is already linked" in result.stderr
+    assert result.stdout == ""
+    assert rows(cli, links_config) == before
+
+
+def test_links_same_account_two_tenants(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = add(cli, links_config, "ysis-jan", "medimo-jan", tenant="zuid")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_links_add_unknown_tenant(cli: Cli, links_config: Path) -> None:
+    result = add(cli, links_config, "ysis-jan", "medimo-jan", tenant="west")
+
+    assert result.returncode == 1
+    assert "tenant 'west' is not in" in result.stderr
+    assert rows(cli, links_config) == []
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        pytest.param("ysis jan", id="space"),
+        pytest.param("a" * 65, id="65-characters"),
+        pytest.param("ysis/jan", id="slash"),
+    ],
+)
+def test_links_add_invalid_user(cli: Cli, links_config: Path, user: str) -> None:
+    result = add(cli, links_config, user, "medimo-jan")
+
+    assert result.returncode == 1
+    assert "is not a valid Ysis account ID" in result.stderr
+    assert rows(cli, links_config) == []
+
+
+def test_links_add_empty_account(cli: Cli, links_config: Path) -> None:
+    result = add(cli, links_config, "ysis-jan", "")
+
+    assert result.returncode == 1
+    assert "medimo_account must not be empty" in result.stderr
+
+
+def test_links_remove_unknown(cli: Cli, links_config: Path) -> None:
+    result = links(cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-nobody")
+
+    assert result.returncode == 1
+    assert "tenant 'noord': Ysis user 'ysis-nobody' is not linked" in result.stderr
+
+
+def test_links_remove_known(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = links(cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan")
+
+    assert result.returncode == 0, result.stderr
+    assert "removed noord/ysis-jan (was medimo-jan)" in result.stdout
+    assert rows(cli, links_config) == []
+
+
+async def revocations_of(config: Path) -> list[tuple[str, str, str, dt.datetime]]:
+    engine = create_engine(load_config(config).gateway.database.url)
+    try:
+        found = await SqlRevocationStore(engine).since(0)
+    finally:
+        await engine.dispose()
+    return [(row.kind, row.tenant, row.subject, row.expires_at) for row in found]
+
+
+async def test_links_remove_revokes(cli: Cli, links_config: Path) -> None:
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan")
+    start = dt.datetime.now(dt.UTC)
+
+    await asyncio.to_thread(
+        links, cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan"
+    )
+
+    ((kind, tenant, subject, expires),) = await revocations_of(links_config)
+    assert (kind, tenant, subject) == ("account", "noord", "medimo-jan")
+    # In force for the longest session lifetime, 10 hours by default.
+    lifetime = (expires - start).total_seconds()
+    assert 10 * 3600 - 60 < lifetime < 10 * 3600 + 60
+
+
+async def test_links_remove_unknown_no_revocation(cli: Cli, links_config: Path) -> None:
+    await asyncio.to_thread(
+        links, cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan"
+    )
+
+    assert await revocations_of(links_config) == []
+
+
+def test_links_add_clears_cache(cli: Cli, links_config: Path, redis_url: str) -> None:
+    key = link_key("noord", "ysis-jan")
+    client = redis.Redis.from_url(redis_url)
+    try:
+        client.set(key, NOT_FOUND_MARKER, px=60_000)
+
+        add(cli, links_config, "ysis-jan", "medimo-jan")
+
+        assert client.get(key) is None
+    finally:
+        client.close()
+
+
+def test_links_redis_down_warns(cli: Cli, tmp_path: Path) -> None:
+    # Nothing listens on this loopback port once free_port has returned it.
+    config = write_config(tmp_path / "down", f"redis://127.0.0.1:{free_port()}/0")
+    cli.run("db", "upgrade", "--config", config)
+
+    result = add(cli, config, "ysis-jan", "medimo-jan")
+
+    assert result.returncode == 0, result.stderr
+    assert "warning: the link cache in Redis could not be updated" in result.stderr
+    assert [row[:3] for row in rows(cli, config)] == [["noord", "ysis-jan", "medimo-jan"]]
+
+
+def test_links_schema_missing(cli: Cli, tmp_path: Path, redis_url: str) -> None:
+    config = write_config(tmp_path / "fresh", redis_url)
+
+    result = links(cli, config, "list")
+
+    assert result.returncode == 2
+    assert "sso-gateway db upgrade" in result.stderr
+
+
+def test_links_bad_config(cli: Cli, links_config: Path) -> None:
+    edit(links_config, "forms:", "colour: red\nforms:")
+
+    result = links(cli, links_config, "list")
+
+    assert result.returncode == 2
+    assert "unknown key 'colour'" in result.stderr
+
+
+# --- links against a running gateway ----------------------------------------
+
+
+async def run_links(harness: GatewayHarness, *args: str, cwd: Path) -> None:
+    assert harness.config is not None
+    argv = ["links", *args, "--config", str(harness.config.path)]
+    result = await asyncio.to_thread(Cli(cwd).run, *argv)
+    assert result.returncode == 0, result.stderr
+
+
+async def wait_for_status(
+    client: aiohttp.ClientSession, path: str, status: int, limit: float
+) -> int:
+    """Poll ``path`` until it returns ``status`` or ``limit`` seconds pass."""
+    deadline = time.monotonic() + limit
+    while True:
+        async with client.get(path, allow_redirects=False) as response:
+            await response.read()
+            if response.status == status or time.monotonic() > deadline:
+                return response.status
+        await asyncio.sleep(0.2)
+
+
+async def test_add_seen_by_next_launch(gateway: GatewayHarness, cwd: Path) -> None:
+    first = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+    assert first.headers["Location"] == "/sso/ysis/noord/link"
+
+    await run_links(
+        gateway, "add", "--tenant", "noord", "--ysis-user", "ysis-jan",
+        "--account", "medimo-jan", "--operator", "beheer", cwd=cwd,
+    )
+    client = gateway.client("noord")
+    second = await launch(client, "noord", userId="ysis-jan")
+
+    assert second.status == 303
+    assert second.headers["Location"] == "/"
+    assert (await whoami(client))["X-Medimo-Account"] == "medimo-jan"
+
+
+async def test_remove_seen_by_next_launch(gateway: GatewayHarness, cwd: Path) -> None:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    session = gateway.client("noord")
+    assert (await launch(session, "noord", userId="ysis-jan")).headers["Location"] == "/"
+    assert (await whoami(session))["X-Medimo-Account"] == "medimo-jan"
+
+    await run_links(gateway, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan", cwd=cwd)
+    after = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+
+    assert after.status == 303
+    assert after.headers["Location"] == "/sso/ysis/noord/link"
+
+
+async def test_remove_revokes_session(gateway: GatewayHarness, cwd: Path) -> None:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    session = gateway.client("noord")
+    await launch(session, "noord", userId="ysis-jan")
+    assert (await whoami(session))["X-Medimo-Account"] == "medimo-jan"
+
+    await run_links(gateway, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan", cwd=cwd)
+
+    # Revocations are polled from SQL every 2 s.
+    assert await wait_for_status(session, "/whoami", 401, limit=10) == 401
+
+
+async def test_unlinked_launch_then_add_remove(gateway: GatewayHarness, cwd: Path) -> None:
+    unlinked = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+    assert unlinked.headers["Location"] == "/sso/ysis/noord/link"
+    await run_links(
+        gateway, "add", "--tenant", "noord", "--ysis-user", "ysis-jan",
+        "--account", "medimo-jan", "--operator", "beheer", cwd=cwd,
+    )
+    session = gateway.client("noord")
+    assert (await launch(session, "noord", userId="ysis-jan")).headers["Location"] == "/"
+
+    await run_links(gateway, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan", cwd=cwd)
+    relaunch = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+
+    assert relaunch.headers["Location"] == "/sso/ysis/noord/link"
+    assert await wait_for_status(session, "/whoami", 401, limit=10) == 401
