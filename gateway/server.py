@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from asyncio import sslproto
 from collections.abc import Callable
 from typing import Any
 
@@ -57,6 +58,58 @@ def _describe(error: BaseException) -> str:
     return type(error).__name__
 
 
+class _AlertingSSLProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS protocol, but a failed handshake sends its alert first.
+
+    OpenSSL writes the alert (``bad certificate``, ``certificate expired``)
+    into the outgoing buffer, and asyncio closes the socket without sending
+    it. With TLS 1.3 the client has already finished its side of the
+    handshake by then, so without the alert it sees a plain EOF instead of
+    the reason.
+    """
+
+    def _on_handshake_complete(self, handshake_exc: BaseException | None) -> None:
+        if handshake_exc is not None:
+            self._process_outgoing()  # type: ignore[attr-defined]
+        super()._on_handshake_complete(handshake_exc)  # type: ignore[misc]
+
+
+async def _start_tls(
+    transport: asyncio.Transport,
+    protocol: asyncio.Protocol,
+    context: ssl.SSLContext,
+    timeout: float,
+) -> asyncio.Transport:
+    """Run a server-side handshake on ``transport``, as ``loop.start_tls`` does.
+
+    NOTE: this follows ``asyncio.base_events.start_tls`` of CPython 3.11 to
+    3.13, whose ``sslproto`` module is not public API.
+    """
+    loop = asyncio.get_running_loop()
+    waiter = loop.create_future()
+    tls = _AlertingSSLProtocol(
+        loop,
+        protocol,
+        context,
+        waiter,
+        server_side=True,
+        ssl_handshake_timeout=timeout,
+        call_connection_made=False,
+    )
+    transport.pause_reading()
+    transport.set_protocol(tls)
+    made = loop.call_soon(tls.connection_made, transport)
+    resumed = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        transport.close()
+        made.cancel()
+        resumed.cancel()
+        raise
+    return tls._app_transport  # type: ignore[attr-defined,no-any-return]
+
+
 class TlsAcceptor(asyncio.Protocol):
     """Accepts one TCP connection, runs the TLS handshake, then hands over."""
 
@@ -88,13 +141,7 @@ class TlsAcceptor(asyncio.Protocol):
         buffer = _Buffer()
         loop = asyncio.get_running_loop()
         try:
-            tls = await loop.start_tls(
-                transport,
-                buffer,
-                self._contexts(),
-                server_side=True,
-                ssl_handshake_timeout=self._timeout,
-            )
+            tls = await _start_tls(transport, buffer, self._contexts(), self._timeout)
         except asyncio.CancelledError:
             transport.abort()
             raise

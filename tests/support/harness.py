@@ -129,6 +129,9 @@ class GatewayHarness:
                 "certificates": [f"{name}-client.pem"],
                 "allowed_ips": ["127.0.0.1/32", "::1/128"],
             }
+            if "ca_file" in options:
+                # A tenant pins either certificates or a CA with a subject.
+                del tenant["certificates"]
             tenant.update(options)
             tenants.append(tenant)
         path = self.folder / "gateway.yaml"
