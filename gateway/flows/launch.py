@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
-from multidict import MultiDictProxy
+from multidict import MultiDict, MultiMapping
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.flows.admission import admit
@@ -47,12 +47,12 @@ def elfproef(bsn: str) -> bool:
     return total % 11 == 0 and bsn != "000000000"
 
 
-def _single(values: MultiDictProxy[str], name: str) -> str | None:
+def _single(values: MultiMapping[str], name: str) -> str | None:
     found = values.getall(name, [])
     return found[0] if found else None
 
 
-def parse_parameters(values: MultiDictProxy[str]) -> LaunchParameters:
+def parse_parameters(values: MultiMapping[str]) -> LaunchParameters:
     """Apply the launch parameter rules; raise BadRequest naming the parameter."""
     for name in set(values.keys()):
         if len(values.getall(name)) > 1:
@@ -76,7 +76,7 @@ def parse_parameters(values: MultiDictProxy[str]) -> LaunchParameters:
     return LaunchParameters(user_id, client_id or None, bsn, _single(values, "view"))
 
 
-async def read_parameters(request: web.Request) -> MultiDictProxy[str]:
+async def read_parameters(request: web.Request) -> MultiMapping[str]:
     """Return the query of a GET launch or the form body of a POST launch."""
     if request.method != "POST":
         return request.query
@@ -86,7 +86,13 @@ async def read_parameters(request: web.Request) -> MultiDictProxy[str]:
         raise BadRequest("post_content_type", detail="Een POST-start moet formuliergegevens bevatten.")
     if request.content_length is not None and request.content_length > MAX_LAUNCH_BODY:
         raise BadRequest("post_too_large", detail="Het verzoek is te groot.")
-    return await request.post()
+    form = await request.post()
+    values: MultiDict[str] = MultiDict()
+    for name, value in form.items():
+        if not isinstance(value, str):
+            raise BadRequest("parameter_invalid", detail=f"De parameter '{name[:40]}' is ongeldig.")
+        values.add(name, value)
+    return values
 
 
 async def _find_client(request: web.Request, tenant: Tenant, params: LaunchParameters) -> tuple[str | None, str | None]:

@@ -8,6 +8,7 @@ a trusted proxy is the client. Other forwarding headers (``Forwarded``,
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 
 from aiohttp import web
@@ -16,7 +17,16 @@ from gateway.config.types import IPNetwork
 from gateway.middleware.scope import IPAddress, normalise_address
 
 
+def _as_ipv4(address: IPAddress) -> IPAddress:
+    # An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is the IPv4 client of a
+    # dual-stack socket, so it must match IPv4 ranges, not IPv6 ones.
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    return address
+
+
 def _inside(address: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    address = _as_ipv4(address)
     return any(address.version == net.version and address in net for net in networks)
 
 
@@ -24,7 +34,10 @@ def client_address(
     request: web.BaseRequest, peer: IPAddress | None, trusted_proxies: Sequence[IPNetwork]
 ) -> IPAddress | None:
     """Return the client's address, or None when it cannot be trusted."""
-    if peer is None or not _inside(peer, trusted_proxies):
+    if peer is None:
+        return None
+    peer = _as_ipv4(peer)
+    if not _inside(peer, trusted_proxies):
         return peer
 
     hops: list[str] = []

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 from yarl import URL
 
 from gateway.errors import UpstreamFailed, UpstreamTimeout
@@ -25,6 +25,39 @@ from gateway.signature import SIGNATURE_HEADER, sign_request
 _SKIP_AUTO_HEADERS = ("Accept", "Accept-Encoding", "User-Agent", "Content-Type")
 
 _CHUNK = 64 * 1024
+
+#: Methods whose repetition has the same effect as one request (RFC 9110,
+#: section 9.2.2), so a bodiless one may be sent again on a fresh connection.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
+
+
+class _BodyTooLarge(Exception):
+    """Raised inside the upload stream when a chunked body passes the limit."""
+
+
+async def _limited(request: web.Request) -> AsyncIterator[bytes]:
+    # Bodies without Content-Length are counted as they stream, because
+    # aiohttp applies client_max_size only to request.read() and post().
+    sent = 0
+    async for chunk in request.content.iter_chunked(_CHUNK):
+        sent += len(chunk)
+        if sent > request.client_max_size:
+            raise _BodyTooLarge
+        yield chunk
+
+
+def _too_large(request: web.Request, size: int) -> web.HTTPRequestEntityTooLarge:
+    upstream_logger.warning(
+        "request body too large",
+        extra={
+            "event": "body_too_large",
+            "method": request.method,
+            "limit": request.client_max_size,
+        },
+    )
+    return web.HTTPRequestEntityTooLarge(
+        max_size=request.client_max_size, actual_size=size
+    )
 
 
 def create_client_session(max_connections: int) -> aiohttp.ClientSession:
@@ -70,7 +103,10 @@ class Proxy:
         headers = request_headers(request.headers)
         headers.add("X-Forwarded-For", client_ip)
         headers.add("X-Forwarded-Proto", "https")
-        headers.add("X-Forwarded-Host", request.host)
+        # The Host header, never request.host: with an absolute-form target
+        # ("GET https://other.example/ HTTP/1.1") aiohttp takes request.host
+        # from the target, while host_middleware checked only the header.
+        headers.add("X-Forwarded-Host", request.headers.get(hdrs.HOST, ""))
         for name, value in identity.items():
             headers.add(name, value)
         headers.add(SIGNATURE_HEADER, sign_request(self._key, request.method, target, identity))
@@ -91,6 +127,9 @@ class Proxy:
         target = request.rel_url.raw_path_qs
         url = URL(self._base + target, encoded=True)
         has_body = request.body_exists
+        declared = request.content_length
+        if has_body and declared is not None and declared > request.client_max_size:
+            raise _too_large(request, declared)
         started = time.monotonic()
         upstream = await self._send(request, url, target, identity, client_ip, has_body)
         try:
@@ -108,17 +147,26 @@ class Proxy:
         client_ip: str,
         has_body: bool,
     ) -> aiohttp.ClientResponse:
-        # A request without a body can be retried once when a pooled
-        # connection turns out to be closed; one with a body cannot, because
-        # part of it may already be gone.
-        attempts = 1 if has_body else 2
+        # An idempotent request without a body can be retried once when a
+        # pooled connection turns out to be closed. One with a body cannot,
+        # because part of it may already be gone, and a POST or PATCH cannot,
+        # because upstream may have acted on it before the connection closed.
+        retry = not has_body and request.method in _IDEMPOTENT_METHODS
+        attempts = 2 if retry else 1
+        body: aiohttp.StreamReader | AsyncIterator[bytes] | None = None
+        if has_body and request.content_length is not None:
+            # aiohttp's parser stops at the declared length, which forward()
+            # has checked against the limit.
+            body = request.content
+        elif has_body:
+            body = _limited(request)
         for attempt in range(1, attempts + 1):
             try:
                 return await self._session.request(
                     request.method,
                     url,
                     headers=self._headers(request, target, identity, client_ip),
-                    data=request.content if has_body else None,
+                    data=body,
                     allow_redirects=False,
                     skip_auto_headers=_SKIP_AUTO_HEADERS,
                     timeout=self._timeout,
@@ -134,6 +182,8 @@ class Proxy:
             except asyncio.TimeoutError as exc:
                 raise UpstreamTimeout("upstream_timeout") from exc
             except aiohttp.ClientError as exc:
+                if isinstance(exc.__cause__, _BodyTooLarge):
+                    raise _too_large(request, request.client_max_size + 1) from exc
                 upstream_logger.error(
                     "upstream request failed",
                     extra={"event": "upstream_failed", "error": type(exc).__name__},
