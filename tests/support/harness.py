@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import ssl
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,16 @@ class Clock:
         self.now += seconds
 
 
+@dataclass(frozen=True)
+class UpstreamRequest:
+    """One request as the upstream received it."""
+
+    method: str
+    path_qs: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
 @dataclass
 class GatewayHarness:
     folder: Path
@@ -70,6 +81,8 @@ class GatewayHarness:
         self.api_token = secrets.token_urlsafe(32)
         self.config: Config | None = None
         self._sessions: list[aiohttp.ClientSession] = []
+        #: Every request the upstream received, API calls included.
+        self.upstream_received: list[UpstreamRequest] = []
 
     # --- files -----------------------------------------------------------
 
@@ -142,10 +155,9 @@ class GatewayHarness:
     # --- lifecycle ---------------------------------------------------------
 
     async def start(self) -> GatewayHarness:
-        self.upstream_runner = web.AppRunner(
-            upstream.create_app(api_token=self.api_token, signing_keys=[self.signing_key]),
-            access_log=None,
-        )
+        app = upstream.create_app(api_token=self.api_token, signing_keys=[self.signing_key])
+        app.middlewares.insert(0, self._record_upstream)
+        self.upstream_runner = web.AppRunner(app, access_log=None)
         await self.upstream_runner.setup()
         site = web.TCPSite(self.upstream_runner, "127.0.0.1", 0)
         await site.start()
@@ -154,6 +166,17 @@ class GatewayHarness:
         await asyncio.to_thread(upgrade, self.config.gateway.database.url)
         self.running = await start(self.config, clock=self.clock)
         return self
+
+    @web.middleware
+    async def _record_upstream(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # The body is read here and cached by aiohttp for the handler.
+        body = await request.read() if request.can_read_body else b""
+        self.upstream_received.append(
+            UpstreamRequest(request.method, request.path_qs, list(request.headers.items()), body)
+        )
+        return await handler(request)
 
     async def stop(self) -> None:
         for session in self._sessions:
