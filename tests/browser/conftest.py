@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from tests.support.harness import GatewayHarness
+from tests.support.services import RedisServer
 
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
@@ -41,6 +42,9 @@ DESKTOP = {"width": 1280, "height": 800}
 #: Where the lead looks at the screenshots of the last run.
 SHARED_SCREENSHOTS = Path("/tmp/gateway-screenshots")
 
+#: Upstream timeout of the browser tests' gateway; /demo/slow outlasts it.
+UPSTREAM_TIMEOUT = "1s"
+
 #: Milliseconds a Playwright action or navigation may take.
 ACTION_TIMEOUT_MS = 10_000
 
@@ -55,7 +59,7 @@ class Tab:
     requests: list[str] = field(default_factory=list)
 
 
-OpenTab = Callable[[str], Awaitable[Tab]]
+OpenTab = Callable[..., Awaitable[Tab]]
 SaveScreenshot = Callable[["Page", str], Awaitable[Path]]
 
 #: Screenshot folder of this run, once a test has asked for it.
@@ -96,6 +100,25 @@ def save_screenshot(screenshot_folder: Path) -> SaveScreenshot:
 
 
 @pytest.fixture
+async def gateway(
+    make_gateway: Callable[..., Awaitable[GatewayHarness]], killable_redis: RedisServer
+) -> GatewayHarness:
+    """A gateway with its own redis-server, a short upstream timeout, one host.
+
+    The browser tests stop Redis for the 503 page, wait out the upstream
+    timeout for the 504 page and visit 127.0.0.1 for the 421 page.
+    """
+    return await make_gateway(
+        redis_url=killable_redis.url,
+        gateway_overrides={
+            "upstream": {"timeout": UPSTREAM_TIMEOUT},
+            # The server certificate also names 127.0.0.1, which then gets 421.
+            "public_hostnames": ["localhost"],
+        },
+    )
+
+
+@pytest.fixture
 async def browser(
     gateway: GatewayHarness, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Browser]:
@@ -132,14 +155,15 @@ async def browser(
 def open_tab(gateway: GatewayHarness, browser: Browser) -> OpenTab:
     """Open a page whose browser context presents ``tenant``'s client certificate."""
 
-    async def open_for(tenant: str) -> Tab:
+    async def open_for(tenant: str, host: str = "localhost") -> Tab:
+        origin = f"https://{host}:{gateway.port}"
         # Playwright presents a certificate only to its exact origin
         # (scheme, host and port), and base_url is that origin.
         context = await browser.new_context(
             viewport=DESKTOP,
             client_certificates=[
                 {
-                    "origin": gateway.base_url,
+                    "origin": origin,
                     "certPath": str(gateway.folder / f"{tenant}-client.pem"),
                     "keyPath": str(gateway.folder / f"{tenant}-client-key.pem"),
                 }
@@ -147,7 +171,7 @@ def open_tab(gateway: GatewayHarness, browser: Browser) -> OpenTab:
         )
         context.set_default_timeout(ACTION_TIMEOUT_MS)
         page = await context.new_page()
-        tab = Tab(page, gateway.base_url)
+        tab = Tab(page, origin)
         page.on("request", lambda request: tab.requests.append(request.url))
         return tab
 

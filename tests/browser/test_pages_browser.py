@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode
 
 from tests.support.harness import GatewayHarness
+from tests.support.services import RedisServer
 
 if TYPE_CHECKING:
     from playwright.async_api import Page, Response
@@ -267,3 +268,94 @@ async def test_logout_shows_logged_out_page(
     await check_page(tab, logged_out, "logged-out", save_screenshot)
     after = await visit(tab, "/")
     assert after.status == 401
+
+
+async def logged_in_tab(gateway: GatewayHarness, open_tab: OpenTab) -> Tab:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    tab = await open_tab("noord")
+    await visit(tab, launch_path("noord", userId="ysis-jan"))
+    assert await heading(tab.page) == "Hoofdmenu"
+    return tab
+
+
+async def test_reserved_path_is_404(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await open_tab("noord")
+
+    answer = await visit(tab, "/sso/onbekend")
+
+    assert answer.status == 404
+    assert await heading(tab.page) == "Pagina niet gevonden"
+    await check_page(tab, answer, "error-404", save_screenshot)
+
+
+async def test_unsupported_method_is_405(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await open_tab("noord")
+    # A page cannot send PROPFIND itself, so the request is rewritten on its way.
+    await tab.page.route(
+        f"{tab.origin}/werklijst", lambda route: route.continue_(method="PROPFIND")
+    )
+
+    answer = await visit(tab, "/werklijst")
+
+    assert answer.status == 405
+    assert await heading(tab.page) == "Methode niet toegestaan"
+    await check_page(tab, answer, "error-405", save_screenshot)
+
+
+async def test_unknown_host_is_421(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await open_tab("noord", host="127.0.0.1")
+
+    answer = await visit(tab, "/")
+
+    assert answer.status == 421
+    assert await heading(tab.page) == "Onjuist adres"
+    await check_page(tab, answer, "error-421", save_screenshot)
+
+
+async def test_upstream_down_is_502(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await logged_in_tab(gateway, open_tab)
+    await gateway.stop_upstream()
+
+    answer = await visit(tab, "/werklijst")
+
+    assert answer.status == 502
+    assert await heading(tab.page) == "Medimo is niet bereikbaar"
+    await check_page(tab, answer, "error-502", save_screenshot)
+
+
+async def test_redis_down_form_is_503(
+    gateway: GatewayHarness,
+    killable_redis: RedisServer,
+    open_tab: OpenTab,
+    save_screenshot: SaveScreenshot,
+) -> None:
+    tab = await open_tab("noord")
+    await visit(tab, launch_path("noord", userId="ysis-piet"))
+    killable_redis.stop()
+
+    answer = await fill_link_form(tab.page, "piet", DEMO_PASSWORD)
+
+    assert answer.status == 503
+    assert await heading(tab.page) == "Tijdelijk niet beschikbaar"
+    await check_page(tab, answer, "error-503", save_screenshot)
+    assert await gateway.links("noord") == {}
+
+
+async def test_slow_upstream_is_504(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await logged_in_tab(gateway, open_tab)
+
+    answer = await visit(tab, "/demo/slow?seconds=3")
+
+    assert answer.status == 504
+    assert await heading(tab.page) == "Medimo reageert niet"
+    await check_page(tab, answer, "error-504", save_screenshot)

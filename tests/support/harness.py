@@ -178,6 +178,12 @@ class GatewayHarness:
         )
         return await handler(request)
 
+    async def stop_upstream(self) -> None:
+        """Stop the upstream, so that proxied requests find nobody listening."""
+        if self.upstream_runner is not None:
+            await self.upstream_runner.cleanup()
+            self.upstream_runner = None
+
     async def stop(self) -> None:
         for session in self._sessions:
             await session.close()
