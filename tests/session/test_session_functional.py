@@ -105,11 +105,24 @@ async def test_no_reissue_within_refresh_interval(gateway: GatewayHarness) -> No
         assert "Set-Cookie" not in response.headers
 
 
-async def test_tenant_lifetime_override(make_gateway: MakeGateway) -> None:
+async def test_tenant_idle_timeout_override(make_gateway: MakeGateway) -> None:
     gateway = await make_gateway(tenants={"noord": {"session": {"idle_timeout": "5m"}}})
     client = await logged_in(gateway)
     gateway.clock.advance(6 * 60)
     assert await status_with(gateway, session_cookie(client)) == 401
+
+
+async def test_tenant_lifetime_override(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(tenants={"noord": {"session": {"lifetime": "1h"}}})
+    client = await logged_in(gateway)
+    for _ in range(3):
+        gateway.clock.advance(19 * 60)
+        async with client.get("/whoami") as response:
+            assert response.status == 200
+    gateway.clock.advance(4 * 60)
+
+    async with client.get("/whoami") as response:
+        assert response.status == 401
 
 
 async def test_future_timestamp_is_401(gateway: GatewayHarness) -> None:
