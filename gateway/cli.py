@@ -15,10 +15,14 @@ from typing import TYPE_CHECKING
 
 from gateway.config.loader import Config, load_certificates, load_config
 from gateway.config.types import MIN_KEY_BYTES
-from gateway.errors import ConfigError, LinkConflict, SchemaOutdated
+from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdated
 
 if TYPE_CHECKING:
     from gateway.links.cache import CachedLinkStore
+
+#: Largest key ``keys generate`` prints. HMAC-SHA256 hashes a key longer than
+#: 64 bytes down to 32, so longer keys add no strength.
+MAX_KEY_BYTES = 1024
 
 DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
 
@@ -70,6 +74,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -231,6 +238,12 @@ def cmd_keys_generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
+    if args.bytes > MAX_KEY_BYTES:
+        print(
+            f"error: --bytes {args.bytes} is too many: use at most {MAX_KEY_BYTES}",
+            file=sys.stderr,
+        )
+        return 1
     print(secrets.token_urlsafe(args.bytes))
     return 0
 
@@ -325,7 +338,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--bytes",
         type=int,
         default=48,
-        help=f"random bytes before base64url encoding, at least {MIN_KEY_BYTES} (default: 48)",
+        help=(
+            f"random bytes before base64url encoding, {MIN_KEY_BYTES} to "
+            f"{MAX_KEY_BYTES} (default: 48)"
+        ),
     )
     generate.set_defaults(handler=cmd_keys_generate)
     return parser

@@ -13,6 +13,8 @@ class GatewayError(Exception):
 
     status = 500
     page = "error"
+    #: The extra sentence a page shows when the raiser gives none.
+    default_shown = ""
 
     def __init__(
         self, reason: str, *, tenant: str | None = None, detail: str = "", shown: str = ""
@@ -23,7 +25,7 @@ class GatewayError(Exception):
         #: Logged with the refusal; on a 400 page it names the bad parameter.
         self.detail = detail
         #: An extra sentence for the page, for refusals that may say why.
-        self.shown = shown
+        self.shown = shown or self.default_shown
 
 
 class BadRequest(GatewayError):
@@ -36,6 +38,19 @@ class Unauthorized(GatewayError):
 
 class Forbidden(GatewayError):
     status = 403
+
+
+class FormRejected(Forbidden):
+    """A form post or logout that is stale, reused or sent from another site.
+
+    The page states the reason, because it depends on neither the
+    certificate nor the address. The way on is a new launch.
+    """
+
+    default_shown = (
+        "Dit formulier is verlopen, al gebruikt of niet vanaf deze pagina "
+        "verstuurd. Start Medimo opnieuw vanuit Ysis."
+    )
 
 
 class NotFound(GatewayError):
@@ -69,6 +84,10 @@ class ConfigError(Exception):
         super().__init__("\n".join(problems))
         self.problems = problems
         self.warnings = warnings or []
+
+
+class ListenError(Exception):
+    """Raised when the gateway cannot listen on a configured address."""
 
 
 class StorageError(Exception):

@@ -12,6 +12,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config.loader import Config
+from gateway.errors import ListenError
 from gateway.logs import server_logger
 from gateway.server import MutualTlsSite
 from gateway.tls import server_context
@@ -65,7 +66,14 @@ async def start(
             lambda: running.context,
             handshake_timeout=config.gateway.tls.handshake_timeout,
         )
-        await site.start()
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise ListenError(
+                f"cannot listen on {site.name}: {exc.strerror or exc}: stop the "
+                "program that uses this port, or choose another port"
+            ) from exc
         running.sites.append(site)
         # With port 0, every further address takes the port the first one got.
         chosen = site.port

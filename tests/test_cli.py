@@ -329,6 +329,14 @@ def test_keys_generate_too_few(cli: Cli) -> None:
     assert "at least 32 random bytes" in result.stderr
 
 
+def test_keys_generate_too_many(cli: Cli) -> None:
+    result = cli.run("keys", "generate", "--bytes", "100000000")
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert "at most 1024" in result.stderr
+
+
 def test_generated_key_accepted(cli: Cli, config_path: Path) -> None:
     key = cli.run("keys", "generate").stdout.strip()
     config_path.with_name("secrets").joinpath("session-key-0").write_text(key + "\n")

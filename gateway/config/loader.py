@@ -230,7 +230,7 @@ def _read_certificates(path: Path) -> list[x509.Certificate]:
     if b"PRIVATE KEY" in data:
         raise ValueError(
             f"'{path}' contains a private key where a certificate belongs: "
-            "point this key at the certificate file"
+            "give the certificate file instead, not its key"
         )
     if not data.strip():
         raise ValueError(f"certificate file '{path}' is empty")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -28,10 +29,13 @@ from gateway import logs
 from gateway.config.loader import load_config
 from gateway.demo import upstream
 from gateway.demo.certs import DevelopmentCA
-from gateway.errors import ConfigError, LinkConflict
+from gateway.errors import ConfigError, LinkConflict, ListenError
 from gateway.storage.database import upgrade
 
 TENANTS = ("demo-noord", "demo-zuid")
+
+#: prctl(2) option that sets the signal a process gets when its parent dies.
+PR_SET_PDEATHSIG = 1
 
 #: Links the demo starts with: (tenant, Ysis user, Medimo account).
 SEED_LINKS = (
@@ -116,6 +120,23 @@ def prepare(folder: Path) -> None:
         _secret_file(secret_dir / name)
 
 
+def stop_with_parent() -> None:
+    """Have Linux send SIGTERM to this process when its parent dies.
+
+    Run in a child between fork and exec (``preexec_fn``), so that a private
+    redis-server also ends when the demo is killed with SIGKILL. Elsewhere
+    than Linux this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+        # The parent died before prctl took effect.
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def private_redis(folder: Path) -> Iterator[str]:
     """Yield ``REDIS_URL``, or the URL of a redis-server started for the demo."""
@@ -131,6 +152,7 @@ def private_redis(folder: Path) -> Iterator[str]:
         [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no", "--dir", str(folder)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        preexec_fn=stop_with_parent,
     )
     try:
         _wait_for_port(port, process)
@@ -200,11 +222,17 @@ async def _run(folder: Path, port: int, redis_url: str) -> int:
     upstream_runner = web.AppRunner(upstream_app, access_log=None)
     await upstream_runner.setup()
     await web.TCPSite(upstream_runner, "127.0.0.1", upstream_port).start()
-    gateway = await start(config)
+    try:
+        gateway = await start(config)
+    except ListenError as exc:
+        await upstream_runner.cleanup()
+        print(f"error: {exc} with --port", file=sys.stderr)
+        return 1
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    # SIGHUP is what a closed terminal sends; the demo stops then too.
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
     _print_welcome(folder, gateway.port)
     try:

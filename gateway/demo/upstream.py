@@ -278,6 +278,7 @@ def _render_page(request: web.Request, title: str, content: str) -> str:
 {_identity_list(request)}
 {content}
 <p><a href="/">Naar het hoofdmenu</a></p>
+<form method="post" action="/sso/logout"><button type="submit">Afmelden</button></form>
 </body>
 </html>
 """

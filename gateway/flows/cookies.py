@@ -1,9 +1,10 @@
-"""Setting and expiring the gateway's cookies with the attributes they need."""
+"""Setting and expiring the gateway's cookies, and the Origin check they need."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.errors import FormRejected
 from gateway.session.codec import GATEWAY_COOKIES, PENDING_COOKIE, SESSION_COOKIE
 
 
@@ -58,3 +59,19 @@ def see_other(location: str) -> web.Response:
         status=303,
         headers={"Location": location, "Referrer-Policy": "no-referrer", "Cache-Control": "no-store"},
     )
+
+
+def check_origin(request: web.Request, tenant: str | None = None) -> None:
+    """Raise FormRejected unless the post's one ``Origin`` is this gateway.
+
+    The expected origin comes from the ``Host`` header, which the host check
+    has matched to a public hostname. ``request.host`` is not used, because
+    it can come from an absolute-form request target.
+    """
+    origins = request.headers.getall("Origin", [])
+    expected = "https://" + request.headers.get("Host", "").lower()
+    # SECURITY: browsers send the posting page's origin (RFC 6454, section
+    # 7), so this also stops a sibling subdomain, which SameSite counts as
+    # the same site.
+    if len(origins) != 1 or origins[0].lower() != expected:
+        raise FormRejected("origin_mismatch", tenant=tenant)

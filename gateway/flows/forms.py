@@ -16,8 +16,9 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.config.loader import Tenant
-from gateway.errors import BadRequest, Forbidden, GatewayError, LinkConflict, ServiceUnavailable
+from gateway.errors import BadRequest, FormRejected, GatewayError, LinkConflict, ServiceUnavailable
 from gateway.flows.admission import admit
+from gateway.flows.cookies import check_origin
 from gateway.flows.login import log_in
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
@@ -43,24 +44,17 @@ def _pending(request: web.Request, tenant: Tenant) -> PendingLaunch:
     try:
         pending = gateway.pending.decode(request.cookies.get(PENDING_COOKIE, ""))
     except BadCookie:
-        raise Forbidden("pending_missing", tenant=tenant.name) from None
+        raise FormRejected("pending_missing", tenant=tenant.name) from None
     age_ms = gateway.now_ms() - pending.issued_at
     if not 0 <= age_ms <= gateway.config.gateway.session.pending_lifetime * 1000 + 5000:
-        raise Forbidden("pending_expired", tenant=tenant.name)
+        raise FormRejected("pending_expired", tenant=tenant.name)
     if pending.tenant != tenant.name or pending.fingerprint != scope.fingerprint:
-        raise Forbidden("pending_mismatch", tenant=tenant.name)
+        raise FormRejected("pending_mismatch", tenant=tenant.name)
     return pending
 
 
-def _check_origin(request: web.Request, tenant: Tenant) -> None:
-    origins = request.headers.getall("Origin", [])
-    expected = f"https://{request.host}".lower()
-    if len(origins) != 1 or origins[0].lower() != expected:
-        raise Forbidden("origin_mismatch", tenant=tenant.name)
-
-
 async def _form_fields(request: web.Request, tenant: Tenant, pending: PendingLaunch, form: str) -> dict[str, str]:
-    _check_origin(request, tenant)
+    check_origin(request, tenant.name)
     if request.content_length is not None and request.content_length > MAX_FORM_BODY:
         raise BadRequest("form_too_large", detail="Het formulier is te groot.")
     data = await request.post()
@@ -71,7 +65,7 @@ async def _form_fields(request: web.Request, tenant: Tenant, pending: PendingLau
             raise BadRequest("form_invalid", detail=f"Het veld '{name}' is ongeldig.")
         fields[name] = str(values[0]) if values else ""
     if not request.app[GATEWAY].pending.check_csrf(pending, form, fields["csrf_token"]):
-        raise Forbidden("csrf_invalid", tenant=tenant.name)
+        raise FormRejected("csrf_invalid", tenant=tenant.name)
     return fields
 
 
@@ -84,7 +78,7 @@ async def _use_up(request: web.Request, pending: PendingLaunch, tenant: Tenant) 
     except (RedisError, OSError) as exc:
         raise ServiceUnavailable("redis_unavailable", tenant=tenant.name) from exc
     if not fresh:
-        raise Forbidden("pending_reused", tenant=tenant.name)
+        raise FormRejected("pending_reused", tenant=tenant.name)
 
 
 async def _require_redis(request: web.Request, tenant: Tenant) -> None:
@@ -131,7 +125,7 @@ async def link_form(request: web.Request) -> web.StreamResponse:
     tenant = admit(request, request.match_info["tenant"])
     pending = _pending(request, tenant)
     if pending.account is not None or not tenant.config.allow_self_link:
-        raise Forbidden("pending_mismatch", tenant=tenant.name)
+        raise FormRejected("pending_mismatch", tenant=tenant.name)
     return _render(request, tenant, pending, "link")
 
 
@@ -141,7 +135,7 @@ async def link_submit(request: web.Request) -> web.StreamResponse:
     tenant = admit(request, request.match_info["tenant"])
     pending = _pending(request, tenant)
     if pending.account is not None or not tenant.config.allow_self_link:
-        raise Forbidden("pending_mismatch", tenant=tenant.name)
+        raise FormRejected("pending_mismatch", tenant=tenant.name)
     fields = await _form_fields(request, tenant, pending, "link")
     await _require_redis(request, tenant)
 
@@ -186,7 +180,7 @@ async def confirm_form(request: web.Request) -> web.StreamResponse:
     tenant = admit(request, request.match_info["tenant"])
     pending = _pending(request, tenant)
     if pending.account is None:
-        raise Forbidden("pending_mismatch", tenant=tenant.name)
+        raise FormRejected("pending_mismatch", tenant=tenant.name)
     return _render(request, tenant, pending, "confirm")
 
 
@@ -196,7 +190,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     tenant = admit(request, request.match_info["tenant"])
     pending = _pending(request, tenant)
     if pending.account is None:
-        raise Forbidden("pending_mismatch", tenant=tenant.name)
+        raise FormRejected("pending_mismatch", tenant=tenant.name)
     fields = await _form_fields(request, tenant, pending, "confirm")
     await _require_redis(request, tenant)
 
@@ -210,7 +204,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     # The link may have been removed since the launch.
     link = await gateway.links.get(tenant.name, pending.ysis_user)
     if link is None or link.medimo_account != pending.account:
-        raise Forbidden("link_changed", tenant=tenant.name)
+        raise FormRejected("link_changed", tenant=tenant.name)
     await _use_up(request, pending, tenant)
     await gateway.links.touch(tenant.name, pending.ysis_user, gateway.utcnow())
     return await log_in(

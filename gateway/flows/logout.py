@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.errors import Forbidden
-from gateway.flows.cookies import expire_cookie, see_other
+from gateway.flows.cookies import check_origin, expire_cookie, see_other
 from gateway.flows.login import end_browser_session
 from gateway.pages.render import page
 from gateway.session.codec import GATEWAY_COOKIES
@@ -14,9 +13,7 @@ LOGGED_OUT_PATH = "/sso/afgemeld"
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
-    origins = request.headers.getall("Origin", [])
-    if len(origins) != 1 or origins[0].lower() != f"https://{request.host}".lower():
-        raise Forbidden("origin_mismatch")
+    check_origin(request)
     await end_browser_session(request)
     response = see_other(LOGGED_OUT_PATH)
     for name in GATEWAY_COOKIES:

@@ -74,14 +74,34 @@ def reissue(request: web.Request, active: ActiveSession, response: web.StreamRes
         set_session_cookie(response, request.app[GATEWAY].sessions.encode(active.refreshed))
 
 
+async def _methods_of_own_route(request: web.Request) -> list[str]:
+    """Return the methods of the gateway's own route for this path, if any.
+
+    aiohttp hands a path whose route lacks the method on to the catch-all
+    route, so ``GET /sso/logout`` arrives here and gets its 405 from here.
+    """
+    methods: set[str] = set()
+    catch_all = request.match_info.route.resource
+    for resource in request.app.router.resources():
+        if resource is catch_all:
+            continue
+        _, allowed = await resource.resolve(request)
+        methods |= allowed
+    return sorted(methods)
+
+
 async def proxied(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
     path = request.rel_url.path
-    if path.startswith("/sso/ysis/"):
-        # A path that is no valid tenant gets the same page as an unknown one.
-        raise Forbidden("unknown_tenant", detail=path[10:74])
     if path in ("/sso", "/relay") or path.startswith(RESERVED_PREFIXES):
+        # Only the path's shape decides a 405, so it reveals nothing about tenants.
+        allowed = await _methods_of_own_route(request)
+        if allowed:
+            raise web.HTTPMethodNotAllowed(request.method, allowed)
+        if path.startswith("/sso/ysis/"):
+            # A path that is no valid tenant gets the same page as an unknown one.
+            raise Forbidden("unknown_tenant", detail=path[10:74])
         raise NotFound("reserved_path")
 
     active = require_session(request)

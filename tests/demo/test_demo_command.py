@@ -68,8 +68,12 @@ def demo(tmp_path: Path) -> Iterator[Demo]:
         yield Demo(folder, process, match.group(1), log)
     finally:
         if process.poll() is None:
-            process.kill()
-            process.wait()
+            process.terminate()
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def redis_port(demo: Demo) -> int:
@@ -140,3 +144,43 @@ async def test_demo_stops_on_sigterm(demo: Demo) -> None:
     assert code == 0
     assert time.monotonic() - started < 5
     assert not accepts(port)
+
+
+async def test_demo_stops_on_sighup(demo: Demo) -> None:
+    port = redis_port(demo)
+
+    demo.process.send_signal(signal.SIGHUP)
+    code = demo.process.wait(10)
+
+    assert code == 0
+    assert not accepts(port)
+
+
+async def test_demo_killed_stops_redis(demo: Demo) -> None:
+    port = redis_port(demo)
+
+    demo.process.kill()
+    demo.process.wait(10)
+
+    deadline = time.monotonic() + 5
+    while accepts(port) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not accepts(port)
+
+
+def test_demo_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {key: value for key, value in os.environ.items() if key != "REDIS_URL"}
+
+        result = subprocess.run(
+            [sys.executable, "-m", "gateway", "demo", "--dir", str(tmp_path / "demo"), "--port", str(port)],
+            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60,
+        )
+
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert f"error: cannot listen on https://127.0.0.1:{port}" in result.stderr
+    assert "--port" in result.stderr

@@ -126,6 +126,17 @@ async def test_form_post_without_origin_is_403(gateway: GatewayHarness) -> None:
     assert await gateway.links("noord") == {}
 
 
+async def test_rejected_form_explains_way_on(gateway: GatewayHarness) -> None:
+    client = gateway.client("noord")
+    path, fields = await open_form(gateway, client, "noord", "ysis-piet")
+
+    response = await client.post(path, data={**fields, "username": "piet", "password": "x"}, headers={"Origin": "https://evil.example"})
+    text = await response.text()
+
+    assert response.status == 403
+    assert "Dit formulier is verlopen, al gebruikt of niet vanaf deze pagina verstuurd." in text
+
+
 async def test_form_post_with_bad_csrf_is_403(gateway: GatewayHarness) -> None:
     client = gateway.client("noord")
     path, fields = await open_form(gateway, client, "noord", "ysis-piet")

@@ -259,3 +259,20 @@ async def test_unsupported_method_is_405(gateway: GatewayHarness) -> None:
     client = gateway.client("noord")
     async with client.request("TRACE", "/whoami") as response:
         assert response.status == 405
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [
+        pytest.param("GET", "/sso/logout", "POST", id="get-logout"),
+        pytest.param("PUT", "/sso/ysis/noord", "GET,POST", id="put-launch"),
+        pytest.param("DELETE", "/sso/ysis/noord/link", "GET,POST", id="delete-link-form"),
+    ],
+)
+async def test_wrong_method_on_own_route_is_405(
+    gateway: GatewayHarness, method: str, path: str, allow: str
+) -> None:
+    async with gateway.client("noord").request(method, path, allow_redirects=False) as response:
+        assert response.status == 405
+        assert response.headers["Allow"] == allow
+        assert "Methode niet toegestaan" in await response.text()

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import asyncpg
 
+from gateway.demo.run import stop_with_parent
+
 #: Server that holds the throwaway databases; CI and developer machines run one.
 POSTGRES_ADMIN_URL = os.environ.get(
     "TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -60,6 +62,7 @@ class RedisServer:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=stop_with_parent,
         )
         self._wait_until_listening()
 
