@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config, Tenant
 from gateway.links.store import LinkStore
+from gateway.middleware.pins import PinCheck
 from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
 from gateway.session.sessions import Lifetimes, SessionCodec
@@ -36,6 +37,14 @@ class Gateway:
     api: MedimoApi
     proxy: Proxy
     clock: Callable[[], float] = field(default=time.time)
+    _pins: PinCheck | None = field(default=None, init=False, repr=False)
+
+    @property
+    def pins(self) -> PinCheck:
+        """The certificate check of the configuration in force."""
+        if self._pins is None or self._pins.config is not self.config:
+            self._pins = PinCheck(self.config)
+        return self._pins
 
     def utcnow(self) -> dt.datetime:
         return dt.datetime.fromtimestamp(self.clock(), dt.timezone.utc)

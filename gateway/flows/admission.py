@@ -8,33 +8,21 @@ connection or TLS session.
 
 from __future__ import annotations
 
-from cryptography import x509
 from aiohttp import web
 
-from gateway.config.loader import Tenant, matches_ca_pin
+from gateway.config.loader import Tenant
 from gateway.errors import Forbidden
 from gateway.middleware.address import allowed, client_address
 from gateway.middleware.scope import SCOPE
 from gateway.state import GATEWAY
 
 
-def certificate_matches(tenant: Tenant, der: bytes | None, fingerprint: str | None) -> str | None:
-    """Return why a client certificate fails the tenant's pin, or None if it fits."""
-    if der is None or fingerprint is None:
-        return "certificate_missing"
-    try:
-        cert = x509.load_der_x509_certificate(der)
-    except ValueError:
-        return "certificate_invalid"
-    if tenant.pinned:
-        if fingerprint not in tenant.fingerprints:
-            return "certificate_mismatch"
-    elif not matches_ca_pin(tenant, cert):
-        return "certificate_mismatch"
-    issuer = cert.issuer.public_bytes()
-    if (issuer, cert.serial_number) in tenant.revoked:
-        return "certificate_revoked"
-    return None
+def _named_literally(request: web.Request, tenant_name: str) -> bool:
+    # aiohttp matches routes on the decoded path, so "/sso/ysis/no%72d" would
+    # reach tenant "noord". The tenant must be spelled out in the raw path.
+    raw = request.raw_path.split("?", 1)[0]
+    prefix = f"/sso/ysis/{tenant_name}"
+    return raw == prefix or raw.startswith(prefix + "/")
 
 
 def admit(request: web.Request, tenant_name: str) -> Tenant:
@@ -44,11 +32,11 @@ def admit(request: web.Request, tenant_name: str) -> Tenant:
     scope.tenant = tenant_name
 
     tenant = gateway.tenant(tenant_name)
-    if tenant is None:
+    if tenant is None or not _named_literally(request, tenant_name):
         scope.tenant = None
         raise Forbidden("unknown_tenant", detail=tenant_name[:64])
 
-    reason = certificate_matches(tenant, scope.certificate, scope.fingerprint)
+    reason = gateway.pins.problem(tenant, scope.certificate, scope.fingerprint)
     if reason is not None:
         raise Forbidden(reason, tenant=tenant.name)
 

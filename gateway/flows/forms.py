@@ -18,6 +18,7 @@ from redis.exceptions import RedisError
 from gateway.config.loader import Tenant
 from gateway.errors import BadRequest, FormRejected, GatewayError, LinkConflict, ServiceUnavailable
 from gateway.flows.admission import admit
+from gateway.flows.body import read_urlencoded
 from gateway.flows.cookies import check_origin
 from gateway.flows.login import log_in
 from gateway.logs import auth_logger
@@ -55,15 +56,13 @@ def _pending(request: web.Request, tenant: Tenant) -> PendingLaunch:
 
 async def _form_fields(request: web.Request, tenant: Tenant, pending: PendingLaunch, form: str) -> dict[str, str]:
     check_origin(request, tenant.name)
-    if request.content_length is not None and request.content_length > MAX_FORM_BODY:
-        raise BadRequest("form_too_large", detail="Het formulier is te groot.")
-    data = await request.post()
+    data = await read_urlencoded(request, MAX_FORM_BODY)
     fields: dict[str, str] = {}
     for name in ("csrf_token", "username", "password"):
         values = data.getall(name, [])
-        if len(values) > 1 or not all(isinstance(value, str) for value in values):
+        if len(values) > 1:
             raise BadRequest("form_invalid", detail=f"Het veld '{name}' is ongeldig.")
-        fields[name] = str(values[0]) if values else ""
+        fields[name] = values[0] if values else ""
     if not request.app[GATEWAY].pending.check_csrf(pending, form, fields["csrf_token"]):
         raise FormRejected("csrf_invalid", tenant=tenant.name)
     return fields

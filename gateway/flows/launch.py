@@ -12,10 +12,11 @@ import re
 from dataclasses import dataclass
 
 from aiohttp import web
-from multidict import MultiDict, MultiMapping
+from multidict import MultiMapping
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.flows.admission import admit
+from gateway.flows.body import read_urlencoded
 from gateway.config.loader import Tenant
 from gateway.flows import launch_signature
 from gateway.flows.cookies import see_other, set_pending_cookie
@@ -82,17 +83,7 @@ async def read_parameters(request: web.Request) -> MultiMapping[str]:
         return request.query
     if request.query_string:
         raise BadRequest("post_with_query", detail="Een POST-start mag geen parameters in het adres hebben.")
-    if request.content_type != "application/x-www-form-urlencoded":
-        raise BadRequest("post_content_type", detail="Een POST-start moet formuliergegevens bevatten.")
-    if request.content_length is not None and request.content_length > MAX_LAUNCH_BODY:
-        raise BadRequest("post_too_large", detail="Het verzoek is te groot.")
-    form = await request.post()
-    values: MultiDict[str] = MultiDict()
-    for name, value in form.items():
-        if not isinstance(value, str):
-            raise BadRequest("parameter_invalid", detail=f"De parameter '{name[:40]}' is ongeldig.")
-        values.add(name, value)
-    return values
+    return await read_urlencoded(request, MAX_LAUNCH_BODY)
 
 
 async def _find_client(request: web.Request, tenant: Tenant, params: LaunchParameters) -> tuple[str | None, str | None]:

@@ -2,7 +2,8 @@
 
 ``sig`` is the lowercase hex HMAC-SHA256, with the tenant's launch secret, of
 the tenant name, a newline, and every other parameter as ``key=value`` with
-the value percent-encoded per RFC 3986, sorted by key and joined by ``&``.
+key and value percent-encoded per RFC 3986, sorted by key and joined by
+``&``. The usual keys (``userId``, ``ts`` and the rest) encode to themselves.
 ``ts`` must lie within 120 seconds of the gateway's clock and each ``nonce``
 is accepted once within that window (remembered in Redis).
 """
@@ -31,8 +32,16 @@ SIGNATURE = re.compile(r"[0-9a-f]{64}\Z")
 def canonical(tenant: str, params: Iterable[tuple[str, str]]) -> bytes:
     """Return the bytes a launch signature covers."""
     pairs = sorted((key, value) for key, value in params if key != "sig")
-    query = "&".join(f"{key}={quote(value, safe='-._~')}" for key, value in pairs)
+    # SECURITY: keys are percent-encoded like values. Otherwise a key that
+    # holds "=" and "&" would merge two signed parameters into one, and the
+    # gateway would see neither of them under the same signature.
+    query = "&".join(f"{_encode(key)}={_encode(value)}" for key, value in pairs)
     return f"{tenant}\n{query}".encode("utf-8")
+
+
+def _encode(text: str) -> str:
+    # RFC 3986, section 2.3: only unreserved characters stay as they are.
+    return quote(text, safe="-._~")
 
 
 def sign(secret: bytes, tenant: str, params: Iterable[tuple[str, str]]) -> str:

@@ -16,8 +16,9 @@ from gateway.middleware.scope import SCOPE
 from gateway.session.sessions import Session, expiry_reason, touched
 from gateway.state import GATEWAY
 
-#: Path prefixes the gateway owns; nothing below them goes upstream.
-RESERVED_PREFIXES = ("/sso/", "/relay/")
+#: Path prefixes the gateway owns or keeps to itself, so nothing below them
+#: goes upstream. The upstream API is for the gateway's bearer token alone.
+RESERVED_PREFIXES = ("/sso/", "/relay/", "/gateway-api/")
 
 
 def identity_headers(session: Session, request_id: str) -> dict[str, str]:
@@ -61,10 +62,16 @@ def require_session(request: web.Request) -> ActiveSession:
     if gateway.revocations.is_revoked(session):
         raise Unauthorized("session_revoked", tenant=tenant.name)
     check_address(request, tenant)
-    if tenant.config.bind_session_to_certificate and scope.fingerprint != session.fingerprint:
-        # SECURITY: a copied cookie is useless on a machine without the
-        # certificate the session was minted with.
-        raise Unauthorized("certificate_not_bound", tenant=tenant.name)
+    if tenant.config.bind_session_to_certificate:
+        if scope.fingerprint != session.fingerprint:
+            # SECURITY: a copied cookie is useless on a machine without the
+            # certificate the session was minted with.
+            raise Unauthorized("certificate_not_bound", tenant=tenant.name)
+        # SECURITY: the pin is checked again, so that a certificate revoked
+        # by a new CRL, or no longer pinned, ends the sessions minted with it.
+        reason = gateway.pins.problem(tenant, scope.certificate, scope.fingerprint)
+        if reason is not None:
+            raise Forbidden(reason, tenant=tenant.name)
     return ActiveSession(session, tenant, touched(session, limits, now_ms))
 
 
@@ -94,7 +101,7 @@ async def proxied(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
     path = request.rel_url.path
-    if path in ("/sso", "/relay") or path.startswith(RESERVED_PREFIXES):
+    if path in ("/sso", "/relay", "/gateway-api") or path.startswith(RESERVED_PREFIXES):
         # Only the path's shape decides a 405, so it reveals nothing about tenants.
         allowed = await _methods_of_own_route(request)
         if allowed:

@@ -45,7 +45,9 @@ def client_address(
         hops.extend(part.strip() for part in line.split(","))
     client = peer
     for hop in reversed(hops):
-        address = normalise_address(hop)
+        # A zone ID ("%eth0") names an interface of the sender's own host,
+        # so it has no meaning in a forwarded address.
+        address = normalise_address(hop) if "%" not in hop else None
         if address is None:
             # SECURITY: an unparsable hop could hide the real client, so the
             # request has no trustworthy address at all.

@@ -52,6 +52,15 @@ RESERVED_NAMES = frozenset(
         "x-auth-request-email",
         "x-auth-request-preferred-username",
         "x-rewrite-url",
+        # RFC 9440 and IIS ARR carry a client certificate in these.
+        "client-cert",
+        "client-cert-chain",
+        "x-arr-clientcert",
+        # SECURITY: the upstream signature covers the method, and some
+        # frameworks take the method from these instead.
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
     }
 )
 
@@ -66,6 +75,10 @@ RESERVED_PREFIXES = (
     "x-client-cert",
     "x-client-verify",
     "ssl-client",
+    "x-remote-",
+    "x-auth-request-",
+    "x-authenticated-",
+    "x-webauth-",
 )
 
 
@@ -81,11 +94,16 @@ def is_reserved(name: str) -> bool:
 
 
 def strip_gateway_cookies(value: str) -> str:
-    """Remove the gateway's own cookies from a ``Cookie`` header value."""
+    """Remove the gateway's own cookies from a ``Cookie`` header value.
+
+    aiohttp's cookie parser also splits on ``,``, so it reads
+    ``a=1, __Host-sso_session=...`` as a session. Such a pair is removed
+    whole, so that upstream never sees a value the gateway took as a cookie.
+    """
     kept = []
     for pair in value.split(";"):
-        name = pair.split("=", 1)[0].strip()
-        if name and name.lower() not in _GATEWAY_COOKIES_LOWER:
+        names = {part.split("=", 1)[0].strip().lower() for part in pair.split(",")}
+        if pair.strip() and not names & _GATEWAY_COOKIES_LOWER:
             kept.append(pair.strip())
     return "; ".join(kept)
 

@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.errors import GatewayError, MisdirectedRequest
+from gateway.errors import BadRequest, GatewayError, MisdirectedRequest
 from gateway.flows.cookies import expire_sent_cookies
 from gateway.logs import access_logger, auth_logger, server_logger
 from gateway.middleware.scope import SCOPE, build_scope
@@ -121,18 +122,32 @@ async def method_middleware(request: web.Request, handler: Handler) -> web.Strea
     return await handler(request)
 
 
-def _host_name(host: str) -> str:
-    if host.startswith("["):
-        return host[1 : host.find("]")] if "]" in host else host
-    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+#: A ``Host`` value: a name, an IPv4 address or a bracketed IPv6 address,
+#: then an optional port of digits (RFC 9110, section 7.2).
+HOST_VALUE = re.compile(r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::([0-9]{1,5}))?\Z")
+
+
+def host_name(host: str) -> str | None:
+    """Return the name part of a ``Host`` value, or None if it is malformed."""
+    match = HOST_VALUE.match(host)
+    if match is None:
+        return None
+    port = match.group(2)
+    if port is not None and not 0 < int(port) < 65536:
+        return None
+    return match.group(1).strip("[]")
 
 
 @web.middleware
 async def host_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     names = request.app[GATEWAY].config.gateway.public_hostnames
     hosts = request.headers.getall("Host", [])
-    if len(hosts) != 1 or normalise_host(_host_name(hosts[0])) not in names:
-        raise MisdirectedRequest("host_not_served", detail=(hosts or [""])[0][:100])
+    name = host_name(hosts[0]) if len(hosts) == 1 else None
+    if name is None:
+        # RFC 9112, section 3.2: a missing, repeated or invalid Host is a 400.
+        raise BadRequest("host_invalid", detail="De Host-header ontbreekt of is ongeldig.")
+    if normalise_host(name) not in names:
+        raise MisdirectedRequest("host_not_served", detail=hosts[0][:100])
     return await handler(request)
 
 

@@ -276,3 +276,43 @@ async def test_wrong_method_on_own_route_is_405(
         assert response.status == 405
         assert response.headers["Allow"] == allow
         assert "Methode niet toegestaan" in await response.text()
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        pytest.param("localhost:abc", id="letters-as-port"),
+        pytest.param("localhost:99999", id="port-out-of-range"),
+        pytest.param("localhost:", id="empty-port"),
+        pytest.param("local host", id="space"),
+        pytest.param("[::1", id="open-bracket"),
+        pytest.param("localhost:1:2", id="two-ports"),
+    ],
+)
+async def test_malformed_host_is_400(gateway: GatewayHarness, host: str) -> None:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    client = gateway.client("noord")
+    async with client.get("/sso/ysis/noord?userId=ysis-jan", headers={"Host": host}, allow_redirects=False) as response:
+        assert response.status == 400
+        assert host not in await response.text()
+
+
+@pytest.mark.parametrize("path", ["/sso/ysis/no%72d", "/sso/ysis/%6Eoord/link"])
+async def test_encoded_tenant_name_is_403(gateway: GatewayHarness, path: str) -> None:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    client = gateway.client("noord")
+    async with client.get(f"{path}?userId=ysis-jan", allow_redirects=False) as response:
+        assert response.status == 403
+    assert "__Host-sso_session" not in {cookie.key for cookie in client.cookie_jar}
+
+
+@pytest.mark.parametrize("path", ["/gateway-api/v1/accounts/verify", "/gateway-api"])
+async def test_upstream_api_not_proxied(gateway: GatewayHarness, path: str) -> None:
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    client = gateway.client("noord")
+    await launch(client, "noord", userId="ysis-jan")
+    before = len(gateway.upstream_received)
+
+    async with client.post(path, json={"username": "jan", "password": "x"}) as response:
+        assert response.status == 404
+    assert len(gateway.upstream_received) == before

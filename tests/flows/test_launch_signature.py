@@ -36,6 +36,23 @@ def test_canonical_form() -> None:
     assert message == b"noord\nbsn=1&userId=jan&view=a%20b%2Fc"
 
 
+def test_canonical_form_encodes_keys() -> None:
+    message = canonical("noord", [("a=1&b", "2")])
+    assert message == b"noord\na%3D1%26b=2"
+
+
+async def test_merged_parameters_are_403(make_gateway: MakeGateway, tmp_path: Path) -> None:
+    gateway = await signed_gateway(make_gateway, tmp_path)
+    values = signed({"userId": "ysis-jan", "bsn": "123456782", "clientId": "ysis-client-1"})
+    merged = {key: value for key, value in values.items() if key not in ("bsn", "clientId")}
+    merged["bsn=123456782&clientId"] = "ysis-client-1"
+
+    response = await launch(gateway.client("noord"), "noord", **merged)
+
+    assert response.status == 403
+    assert "__Host-sso_session" not in response.cookies or not response.cookies["__Host-sso_session"].value
+
+
 async def test_valid_signature_logs_in(make_gateway: MakeGateway, tmp_path: Path) -> None:
     gateway = await signed_gateway(make_gateway, tmp_path)
     response = await launch(gateway.client("noord"), "noord", **signed({"userId": "ysis-jan", "extra": "ignored"}))

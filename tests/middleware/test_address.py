@@ -123,6 +123,8 @@ def test_client_address_all_trusted_leftmost(lines: list[str], expected: str) ->
         pytest.param(["198.51.100.007"], id="leading-zeros"),
         pytest.param(["[2001:db8::7]"], id="bracketed-ipv6"),
         pytest.param(["198.51.100.0/24"], id="network"),
+        pytest.param(["198.51.100.7%eth0"], id="ipv4-zone"),
+        pytest.param(["fe80::1%eth0"], id="ipv6-zone"),
     ],
 )
 def test_client_address_malformed_hop_refused(lines: list[str]) -> None:

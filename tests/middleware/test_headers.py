@@ -68,6 +68,14 @@ DROPPED_REQUEST_HEADERS = [
     pytest.param([("Host", "evil.example")], id="host"),
     pytest.param([("Connection", "keep-alive")], id="connection"),
     pytest.param([("Keep-Alive", "timeout=5")], id="keep-alive"),
+    pytest.param([("Client-Cert", ":MIIB:")], id="rfc9440-client-cert"),
+    pytest.param([("Client-Cert-Chain", ":MIIB:")], id="rfc9440-chain"),
+    pytest.param([("X-ARR-ClientCert", "MIIB")], id="arr-client-cert"),
+    pytest.param([("X-Authenticated-User", "admin")], id="authenticated-user"),
+    pytest.param([("X-WEBAUTH-USER", "admin")], id="webauth-user"),
+    pytest.param([("X-Remote-Group", "admins")], id="remote-group"),
+    pytest.param([("X-HTTP-Method-Override", "DELETE")], id="method-override"),
+    pytest.param([("X-Method-Override", "DELETE")], id="method-override-short"),
     pytest.param([("Proxy-Connection", "keep-alive")], id="proxy-connection"),
     pytest.param([("Proxy-Authorization", "Basic eDp5")], id="proxy-authorization"),
     pytest.param([("TE", "trailers")], id="te"),
@@ -161,6 +169,8 @@ def test_request_headers_drop_cookie_of_only_gateway_cookies() -> None:
         pytest.param(
             "__Host-sso_session=one; __Host-sso_session=two; a=1", "a=1", id="repeated"
         ),
+        pytest.param("a=1, __Host-sso_session=s; b=2", "b=2", id="comma-separated"),
+        pytest.param("a=1; b=2 ,__Host-sso_pending=p", "a=1", id="comma-last"),
     ],
 )
 def test_strip_gateway_cookies_removes(value: str, expected: str) -> None:
@@ -179,6 +189,7 @@ def test_strip_gateway_cookies_removes(value: str, expected: str) -> None:
         pytest.param("sso_session=1", id="name-without-prefix"),
         pytest.param("__Host-other=1", id="other-host-cookie"),
         pytest.param("empty=", id="empty-value"),
+        pytest.param("list=a,b,c", id="commas-in-value"),
     ],
 )
 def test_strip_gateway_cookies_keeps(value: str) -> None:

@@ -671,3 +671,18 @@ async def test_fresh_session_not_reissued(gateway: GatewayHarness) -> None:
         set_cookies = response.headers.getall("Set-Cookie", [])
 
     assert set_cookies == []
+
+
+async def test_comma_joined_session_cookie_not_forwarded(gateway: GatewayHarness) -> None:
+    client = await logged_in(gateway)
+    session = next(cookie.value for cookie in client.cookie_jar if cookie.key == "__Host-sso_session")
+    bare = gateway.client("noord")
+    before = len(gateway.upstream_received)
+
+    headers = {"Cookie": f"other=1, __Host-sso_session={session}; keep=2"}
+    async with bare.get("/whoami", headers=headers) as response:
+        assert response.status == 200
+
+    (received,) = gateway.upstream_received[before:]
+    cookies = [value for name, value in received.headers if name.lower() == "cookie"]
+    assert cookies == ["keep=2"]
