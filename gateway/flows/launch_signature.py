@@ -33,7 +33,7 @@ def canonical(tenant: str, params: Iterable[tuple[str, str]]) -> bytes:
     """Return the bytes a launch signature covers."""
     pairs = sorted((key, value) for key, value in params if key != "sig")
     # SECURITY: keys are percent-encoded like values. Otherwise a key that
-    # holds "=" and "&" would merge two signed parameters into one, and the
+    # contains "=" and "&" would merge two signed parameters into one, and the
     # gateway would see neither of them under the same signature.
     query = "&".join(f"{_encode(key)}={_encode(value)}" for key, value in pairs)
     return f"{tenant}\n{query}".encode("utf-8")
