@@ -7,6 +7,7 @@ module logs a request body or a query string.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -15,6 +16,16 @@ import aiohttp
 
 from gateway.errors import UpstreamFailed, UpstreamTimeout
 from gateway.logs import upstream_logger
+
+
+#: What the gateway accepts from upstream as an account or client ID. It goes
+#: into identity headers and landing paths, so "..", "/" or CR/LF must not.
+IDENTIFIER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,127}\Z")
+
+
+def _identifier(body: Any, key: str) -> str | None:
+    value = body.get(key) if isinstance(body, dict) else None
+    return value if isinstance(value, str) and IDENTIFIER.match(value) else None
 
 
 @dataclass(frozen=True)
@@ -73,9 +84,10 @@ class MedimoApi:
         )
         if status == 401:
             return None
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("account_id"), str):
+        account_id = _identifier(body, "account_id")
+        if status != 200 or account_id is None:
             raise self._unexpected("accounts/verify", status)
-        return Account(body["account_id"], str(body.get("display_name", "")))
+        return Account(account_id, str(body.get("display_name", "")))
 
     async def verify_password(self, account_id: str, password: str) -> bool:
         path = f"/accounts/{quote(account_id, safe='')}/verify-password"
@@ -95,9 +107,10 @@ class MedimoApi:
             return "not_found", None
         if status == 409:
             return "ambiguous", None
-        if status != 200 or not isinstance(body, dict) or not isinstance(body.get("client_id"), str):
+        client_id = _identifier(body, "client_id")
+        if status != 200 or client_id is None:
             raise self._unexpected("clients", status)
-        return "found", body["client_id"]
+        return "found", client_id
 
     async def client_access(self, client_id: str, account_id: str) -> bool:
         path = f"/clients/{quote(client_id, safe='')}/access"

@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -694,43 +695,53 @@ async def test_signature_covers_post(signed_client: Client) -> None:
 
 
 def _rejected_cases() -> list[Any]:
+    """Return factories of rejected headers, called at test time.
+
+    Timestamps taken at collection would age while the suite runs, and a
+    "future" one would drift into the accepted window.
+    """
     identity = {"X-Medimo-Account": "medimo-jan"}
-    good = sign_headers("/werklijst", identity)
-    now = int(time.time())
+
+    def good() -> dict[str, str]:
+        return sign_headers("/werklijst", identity)
+
+    def now() -> int:
+        return int(time.time())
+
     return [
-        pytest.param(identity, id="unsigned"),
-        pytest.param({SIGNATURE_HEADER: good[SIGNATURE_HEADER]}, id="signature-only"),
-        pytest.param(sign_headers("/werklijst", identity, key=b"x"), id="wrong-key"),
-        pytest.param(sign_headers("/tdl", identity), id="other-path"),
-        pytest.param(sign_headers("/werklijst?a=1", identity), id="other-query"),
+        pytest.param(lambda: identity, id="unsigned"),
+        pytest.param(lambda: {SIGNATURE_HEADER: good()[SIGNATURE_HEADER]}, id="signature-only"),
+        pytest.param(lambda: sign_headers("/werklijst", identity, key=b"x"), id="wrong-key"),
+        pytest.param(lambda: sign_headers("/tdl", identity), id="other-path"),
+        pytest.param(lambda: sign_headers("/werklijst?a=1", identity), id="other-query"),
         pytest.param(
-            sign_headers("/werklijst", identity, method="POST"), id="other-method"
+            lambda: sign_headers("/werklijst", identity, method="POST"), id="other-method"
         ),
-        pytest.param({**good, "X-Medimo-Account": "medimo-anna"}, id="altered-account"),
-        pytest.param({**good, "X-Medimo-Client": "c-1002"}, id="added-client"),
+        pytest.param(lambda: {**good(), "X-Medimo-Account": "medimo-anna"}, id="altered-account"),
+        pytest.param(lambda: {**good(), "X-Medimo-Client": "c-1002"}, id="added-client"),
         pytest.param(
-            sign_headers("/werklijst", identity, timestamp=now - 120), id="stale"
+            lambda: sign_headers("/werklijst", identity, timestamp=now() - 120), id="stale"
         ),
         pytest.param(
-            sign_headers("/werklijst", identity, timestamp=now + 120), id="future"
+            lambda: sign_headers("/werklijst", identity, timestamp=now() + 120), id="future"
         ),
-        pytest.param({**identity, SIGNATURE_HEADER: "t=abc,v1=00"}, id="malformed"),
+        pytest.param(lambda: {**identity, SIGNATURE_HEADER: "t=abc,v1=00"}, id="malformed"),
         pytest.param(
-            {**identity, SIGNATURE_HEADER: f"t={now},v1={'é' * 64}"},
+            lambda: {**identity, SIGNATURE_HEADER: f"t={now()},v1={'é' * 64}"},
             id="non-ascii-digest",
         ),
         pytest.param(
-            {**identity, SIGNATURE_HEADER: f"t={'9' * 5000},v1={'0' * 64}"},
+            lambda: {**identity, SIGNATURE_HEADER: f"t={'9' * 5000},v1={'0' * 64}"},
             id="huge-timestamp",
         ),
     ]
 
 
-@pytest.mark.parametrize("headers", _rejected_cases())
+@pytest.mark.parametrize("make_headers", _rejected_cases())
 async def test_signature_rejected_403(
-    signed_client: Client, headers: dict[str, str]
+    signed_client: Client, make_headers: Callable[[], dict[str, str]]
 ) -> None:
-    response = await signed_client.get("/werklijst", headers=headers)
+    response = await signed_client.get("/werklijst", headers=make_headers())
 
     assert response.status == 403
     assert await response.json() == {"error": "invalid gateway signature"}
