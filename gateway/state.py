@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config, Tenant
+from gateway.flows.attempt_limits import AttemptLimiter
 from gateway.links.store import LinkStore
 from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
@@ -35,6 +36,7 @@ class Gateway:
     http: aiohttp.ClientSession
     api: MedimoApi
     proxy: Proxy
+    attempts: AttemptLimiter
     clock: Callable[[], float] = field(default=time.time)
 
     def utcnow(self) -> dt.datetime:
