@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from gateway.config.loader import Config
 from gateway.flows import forms, launch, logout, notices, proxied
+from gateway.flows.attempt_limits import AttemptLimiter
 from gateway.links.cache import CachedLinkStore
 from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
@@ -81,6 +82,11 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 settings.upstream_signing_keys[0].reveal(),
                 connect_timeout=settings.upstream.connect_timeout,
                 read_timeout=settings.upstream.timeout,
+            ),
+            attempts=AttemptLimiter(
+                redis,
+                account=settings.forms.account_attempts,
+                client=settings.forms.client_attempts,
             ),
         )
         if clock is not None:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config, Tenant
+from gateway.flows.attempt_limits import AttemptLimiter
 from gateway.links.store import LinkStore
 from gateway.middleware.pins import PinCheck
 from gateway.session.pending import PendingCodec
@@ -36,6 +37,7 @@ class Gateway:
     http: aiohttp.ClientSession
     api: MedimoApi
     proxy: Proxy
+    attempts: AttemptLimiter
     clock: Callable[[], float] = field(default=time.time)
     _pins: PinCheck | None = field(default=None, init=False, repr=False)
 

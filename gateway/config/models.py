@@ -30,6 +30,7 @@ from gateway.config.types import (
     Duration,
     Network,
     Secret,
+    Window,
     resolve_secret,
 )
 
@@ -194,8 +195,24 @@ class LinkCacheConfig(Section):
     negative_ttl: Duration = 5.0
 
 
+class AttemptLimit(Section):
+    """Failed password checks allowed within a moving window of ``per`` seconds."""
+
+    limit: int = Field(ge=1, le=10_000)
+    per: Window
+
+
+def _attempt_limit(limit: int, per: str) -> AttemptLimit:
+    # Validated like a written section, because Window parses durations only.
+    return AttemptLimit.model_validate({"limit": limit, "per": per})
+
+
 class FormsConfig(Section):
     min_failure_time: Duration = 1.0
+    #: Per Medimo account: the link form's username, the confirm form's account.
+    account_attempts: AttemptLimit = _attempt_limit(5, "15m")
+    #: Per tenant and client address, across accounts.
+    client_attempts: AttemptLimit = _attempt_limit(50, "15m")
 
 
 class GatewayConfig(Section):

@@ -36,6 +36,28 @@ def parse_duration(value: Any) -> float:
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
 
+#: Bounds of a rate-limit window, in seconds.
+MIN_WINDOW = 1
+MAX_WINDOW = 86400
+
+
+def parse_window(value: Any) -> float:
+    """Convert a rate-limit window such as ``15m`` into whole seconds.
+
+    The ``limits`` library counts windows in whole seconds, so ``1.5s`` and
+    ``500ms`` are rejected instead of being rounded.
+    """
+    seconds = parse_duration(value)
+    if not MIN_WINDOW <= seconds <= MAX_WINDOW or seconds != int(seconds):
+        raise ValueError(
+            f"{value!r} is not a valid window: write a whole number of seconds "
+            "from 1s to 1d, such as '15m'"
+        )
+    return seconds
+
+
+Window = Annotated[float, BeforeValidator(parse_window)]
+
 
 def parse_network(value: Any) -> IPNetwork:
     """Parse a CIDR strictly: no host bits, no leading zeros, a prefix length."""

@@ -4,7 +4,8 @@ Both read the pending-launch cookie, which must belong to this tenant and to
 the certificate of this request, and both check the CSRF token bound to that
 cookie and the ``Origin`` of a post. A wrong password leaves the pending
 launch usable; a success marks it used in Redis, so it cannot be replayed,
-and always mints a new session.
+and always mints a new session. Failed checks are limited per account and
+per tenant and client address (see ``attempt_limits``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,15 @@ from aiohttp import web
 from redis.exceptions import RedisError
 
 from gateway.config.loader import Tenant
-from gateway.errors import BadRequest, FormRejected, GatewayError, LinkConflict, ServiceUnavailable
+from gateway.errors import (
+    BadRequest,
+    FormRejected,
+    GatewayError,
+    LinkConflict,
+    ServiceUnavailable,
+    TooManyRequests,
+)
+from gateway.flows.attempt_limits import Attempt, account_key, client_key, username_key
 from gateway.flows.admission import admit
 from gateway.flows.body import read_urlencoded
 from gateway.flows.cookies import check_origin
@@ -80,13 +89,22 @@ async def _use_up(request: web.Request, pending: PendingLaunch, tenant: Tenant) 
         raise FormRejected("pending_reused", tenant=tenant.name)
 
 
-async def _require_redis(request: web.Request, tenant: Tenant) -> None:
-    # Password forms need Redis (single use, and attempt limits); without it
-    # they answer 503 instead of running without limits.
+async def _admit_attempt(
+    request: web.Request, tenant: Tenant, started: float, key: str
+) -> Attempt:
+    """Admit a password check, or raise 429 after the minimum failure time.
+
+    ``key`` is the account's key from ``username_key`` or ``account_key``.
+    Without Redis this raises 503, so the forms never run without limits.
+    """
+    client = client_key(tenant.name, request[SCOPE].client)
     try:
-        await request.app[GATEWAY].redis.ping()
-    except (RedisError, OSError) as exc:
-        raise ServiceUnavailable("redis_unavailable", tenant=tenant.name) from exc
+        return await request.app[GATEWAY].attempts.admit(key, client)
+    except TooManyRequests:
+        # SECURITY: a refusal takes as long as a wrong password, so timing
+        # does not tell a lockout from a failed check.
+        await _after_minimum(started, request)
+        raise
 
 
 async def _after_minimum(started: float, request: web.Request) -> None:
@@ -136,17 +154,21 @@ async def link_submit(request: web.Request) -> web.StreamResponse:
     if pending.account is not None or not tenant.config.allow_self_link:
         raise FormRejected("pending_mismatch", tenant=tenant.name)
     fields = await _form_fields(request, tenant, pending, "link")
-    await _require_redis(request, tenant)
 
     username = fields["username"].strip()
+    # SECURITY: the limit is checked before the password is sent upstream.
+    # An unknown username gets a key of its own, exactly like a known one.
+    attempt = await _admit_attempt(request, tenant, started, username_key(username))
     account = None
     if username and fields["password"] and len(username) <= 128 and len(fields["password"]) <= 256:
         account = await gateway.api.verify_account(username, fields["password"])
     if account is None:
+        await gateway.attempts.record_failure(attempt)
         _log_failure(request, tenant, pending, "link_password_wrong")
         await _after_minimum(started, request)
         return _render(request, tenant, pending, "link", error=WRONG_CREDENTIALS, username=username[:128], status=401)
 
+    await gateway.attempts.record_success(attempt)
     await _use_up(request, pending, tenant)
     try:
         await gateway.links.add(tenant.name, pending.ysis_user, account.account_id, "self-link")
@@ -191,15 +213,19 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     if pending.account is None:
         raise FormRejected("pending_mismatch", tenant=tenant.name)
     fields = await _form_fields(request, tenant, pending, "confirm")
-    await _require_redis(request, tenant)
 
+    # SECURITY: the limit is checked before the password is sent upstream.
+    key = account_key(pending.account)
+    attempt = await _admit_attempt(request, tenant, started, key)
     password = fields["password"]
     ok = bool(password) and len(password) <= 256 and await gateway.api.verify_password(pending.account, password)
     if not ok:
+        await gateway.attempts.record_failure(attempt)
         _log_failure(request, tenant, pending, "confirm_password_wrong")
         await _after_minimum(started, request)
         return _render(request, tenant, pending, "confirm", error=WRONG_PASSWORD, status=401)
 
+    await gateway.attempts.record_success(attempt)
     # The link may have been removed since the launch.
     link = await gateway.links.get(tenant.name, pending.ysis_user)
     if link is None or link.medimo_account != pending.account:

@@ -213,6 +213,10 @@ GATEWAY_DEFAULTS = [
     pytest.param(("link_cache", "ttl"), 60.0, id="link-cache-ttl"),
     pytest.param(("link_cache", "negative_ttl"), 5.0, id="link-cache-negative-ttl"),
     pytest.param(("forms", "min_failure_time"), 1.0, id="forms-min-failure-time"),
+    pytest.param(("forms", "account_attempts", "limit"), 5, id="account-limit"),
+    pytest.param(("forms", "account_attempts", "per"), 900.0, id="account-per"),
+    pytest.param(("forms", "client_attempts", "limit"), 50, id="client-limit"),
+    pytest.param(("forms", "client_attempts", "per"), 900.0, id="client-per"),
     pytest.param(("views",), DEFAULT_VIEWS, id="views"),
     pytest.param(("tenants_file",), None, id="tenants-file"),
 ]
@@ -1472,6 +1476,91 @@ def test_min_version_number(files: Files) -> None:
 
     assert problem.startswith(gateway_prefix(files, gateway, "min_version", "tls.min_version"))
     assert "got 1.3: write it in quotes" in problem
+
+
+# --- attempt limits --------------------------------------------------------------
+
+
+def attempts(section: str, body: str) -> str:
+    """Return GATEWAY with ``forms.<section>`` written as the lines of ``body``."""
+    return GATEWAY + f"forms:\n  {section}:\n" + body
+
+
+def test_attempt_limits_set(files: Files) -> None:
+    gateway = attempts("account_attempts", "    limit: 3\n    per: 1h\n")
+
+    forms = files.load(gateway=gateway).gateway.forms
+
+    assert forms.account_attempts.limit == 3
+    assert forms.account_attempts.per == 3600.0
+    assert forms.client_attempts.limit == 50
+
+
+@pytest.mark.parametrize("section", ["account_attempts", "client_attempts"])
+@pytest.mark.parametrize(
+    ("limit", "expected"),
+    [
+        pytest.param("0", "greater than or equal to 1, got 0", id="zero"),
+        pytest.param("-5", "greater than or equal to 1, got -5", id="negative"),
+        pytest.param("10001", "less than or equal to 10000, got 10001", id="too-large"),
+        pytest.param('"5"', "a valid integer, got '5'", id="quoted"),
+        pytest.param("2.5", "a valid integer, got 2.5", id="fraction"),
+        pytest.param("true", "a valid integer, got True", id="boolean"),
+    ],
+)
+def test_bad_attempt_limit(
+    files: Files, section: str, limit: str, expected: str
+) -> None:
+    gateway = attempts(section, f"    limit: {limit}\n    per: 15m\n")
+
+    problem = files.error(gateway=gateway)
+
+    key = f"forms.{section}.limit"
+    assert problem.startswith(gateway_prefix(files, gateway, "limit:", key))
+    assert expected in problem
+
+
+@pytest.mark.parametrize("section", ["account_attempts", "client_attempts"])
+@pytest.mark.parametrize(
+    ("per", "expected"),
+    [
+        pytest.param("500ms", "'500ms' is not a valid window", id="below-second"),
+        pytest.param("1.5s", "'1.5s' is not a valid window", id="fraction"),
+        pytest.param("2d", "'2d' is not a valid window", id="above-day"),
+        pytest.param("900", "900 is not a duration", id="no-unit"),
+    ],
+)
+def test_bad_attempt_window(
+    files: Files, section: str, per: str, expected: str
+) -> None:
+    gateway = attempts(section, f"    limit: 5\n    per: {per}\n")
+
+    problem = files.error(gateway=gateway)
+
+    key = f"forms.{section}.per"
+    assert problem.startswith(gateway_prefix(files, gateway, "per:", key))
+    assert expected in problem
+
+
+def test_attempt_window_required(files: Files) -> None:
+    gateway = attempts("account_attempts", "    limit: 5\n")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(f"{files.gateway_path}:")
+    assert ": forms.account_attempts.per: required key 'per' is missing" in problem
+
+
+def test_attempt_limits_unknown_key(files: Files) -> None:
+    body = "    limit: 5\n    per: 15m\n    window: 1m\n"
+    gateway = attempts("client_attempts", body)
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "window:", "forms.client_attempts.window")
+    )
+    assert "unknown key 'window'" in problem
 
 
 # --- every problem at once -------------------------------------------------------

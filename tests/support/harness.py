@@ -87,6 +87,9 @@ class GatewayHarness:
         self._sessions: list[aiohttp.ClientSession] = []
         #: Every request the upstream received, API calls included.
         self.upstream_received: list[UpstreamRequest] = []
+        #: Called with each upstream request before the upstream handles it,
+        #: so that a test can stop a service while the gateway waits.
+        self.upstream_hooks: list[Callable[[UpstreamRequest], None]] = []
 
     # --- files -----------------------------------------------------------
 
@@ -180,9 +183,11 @@ class GatewayHarness:
         size = request.content_length
         small = size is not None and size <= MAX_RECORDED_BODY
         body = await request.read() if request.can_read_body and small else b""
-        self.upstream_received.append(
-            UpstreamRequest(request.method, request.path_qs, list(request.headers.items()), body)
-        )
+        headers = list(request.headers.items())
+        received = UpstreamRequest(request.method, request.path_qs, headers, body)
+        self.upstream_received.append(received)
+        for hook in self.upstream_hooks:
+            hook(received)
         return await handler(request)
 
     async def stop_upstream(self) -> None:
