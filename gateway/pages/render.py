@@ -40,7 +40,7 @@ ERRORS: dict[int, tuple[str, str]] = {
     421: ("Onjuist adres", "Dit adres hoort niet bij deze dienst."),
     429: (
         "Te veel pogingen",
-        "Er zijn te veel pogingen gedaan. Wacht een kwartier en probeer het opnieuw.",
+        "Er zijn te veel mislukte pogingen gedaan. Probeer het later opnieuw.",
     ),
     500: ("Er ging iets mis", "Er is een onverwachte fout opgetreden."),
     502: ("Medimo is niet bereikbaar", "Medimo gaf geen geldig antwoord."),
@@ -60,7 +60,7 @@ NEXT_STEPS: dict[int, str] = {
     405: "Ga terug naar Ysis en open Medimo opnieuw.",
     409: "Vraag de applicatiebeheerder om de bestaande koppeling op te heffen, en start Medimo daarna opnieuw vanuit Ysis.",
     421: "Gebruik het adres dat uw organisatie heeft ingesteld, of start Medimo vanuit Ysis.",
-    429: "Wacht een kwartier en probeer het dan opnieuw.",
+    429: "Wacht enkele minuten en start Medimo daarna opnieuw vanuit Ysis. Blijft dit gebeuren, neem dan contact op met de applicatiebeheerder.",
     500: "Probeer het opnieuw. Blijft dit gebeuren, neem dan contact op met de applicatiebeheerder.",
     502: "Probeer het over enkele minuten opnieuw vanuit Ysis.",
     503: "Probeer het over enkele minuten opnieuw vanuit Ysis.",

@@ -24,6 +24,9 @@ NARROW_WIDTH = 375
 
 DEMO_PASSWORD = "demo-wachtwoord"
 
+#: Failed password checks an account gets by default (forms.account_attempts).
+ATTEMPT_LIMIT = 5
+
 #: Names of inputs that have no label with text, as a page script sees them.
 UNLABELLED_INPUTS = """() => Array.from(
     document.querySelectorAll("input:not([type=hidden]), select, textarea")
@@ -347,3 +350,19 @@ async def test_slow_upstream_is_504(
     assert answer.status == 504
     assert await heading(tab.page) == "Medimo reageert niet"
     await check_page(tab, answer, "error-504", save_screenshot)
+
+
+async def test_too_many_attempts_is_429(
+    gateway: GatewayHarness, open_tab: OpenTab, save_screenshot: SaveScreenshot
+) -> None:
+    tab = await open_tab("noord")
+    await visit(tab, launch_path("noord", userId="ysis-piet"))
+    for _ in range(ATTEMPT_LIMIT):
+        answer = await fill_link_form(tab.page, "piet", "fout-wachtwoord")
+        assert answer.status == 401
+
+    answer = await fill_link_form(tab.page, "piet", DEMO_PASSWORD)
+
+    assert answer.status == 429
+    assert await heading(tab.page) == "Te veel pogingen"
+    await check_page(tab, answer, "error-429", save_screenshot)
