@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from cryptography import x509
 
 from gateway.errors import BadRequest, GatewayError, MisdirectedRequest
 from gateway.flows.cookies import expire_sent_cookies
@@ -62,6 +63,14 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
         )
 
 
+def certificate_subject(der: bytes) -> str:
+    """Return a DER certificate's subject as an RFC 4514 string, at most 256 characters."""
+    try:
+        return x509.load_der_x509_certificate(der).subject.rfc4514_string()[:256]
+    except ValueError:
+        return "unreadable"
+
+
 def _log_refusal(request: web.Request, error: GatewayError) -> None:
     scope = request[SCOPE]
     scope.outcome = error.reason
@@ -76,6 +85,10 @@ def _log_refusal(request: web.Request, error: GatewayError) -> None:
     }
     if error.detail and error.status != 400:
         fields["detail"] = error.detail
+    if error.reason.startswith("certificate_") and scope.certificate is not None:
+        # The subject and fingerprint identify the certificate; the PEM would
+        # only fill the log.
+        fields["subject"] = certificate_subject(scope.certificate)
     if error.status >= 500:
         auth_logger.error("request failed", extra=fields)
     else:

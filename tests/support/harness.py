@@ -231,9 +231,19 @@ class GatewayHarness:
             chosen.configure_cert(context)
         return context
 
-    def client(self, tenant: str | None = None, *, cert: trustme.LeafCert | None = None) -> aiohttp.ClientSession:
-        """Return a browser-like session: mutual TLS, cookie jar, no redirects followed."""
-        connector = aiohttp.TCPConnector(ssl=self.ssl_context(tenant, cert), force_close=True)
+    def client(
+        self,
+        tenant: str | None = None,
+        *,
+        cert: trustme.LeafCert | None = None,
+        context: ssl.SSLContext | None = None,
+    ) -> aiohttp.ClientSession:
+        """Return a browser-like session: mutual TLS, cookie jar, no redirects followed.
+
+        ``context`` replaces the TLS context that ``tenant`` or ``cert`` would give.
+        """
+        context = context or self.ssl_context(tenant, cert)
+        connector = aiohttp.TCPConnector(ssl=context, force_close=True)
         session = aiohttp.ClientSession(
             base_url=self.base_url,
             connector=connector,
