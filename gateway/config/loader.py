@@ -253,7 +253,7 @@ def load_certificates(path: Path) -> list[Certificate]:
     return loaded
 
 
-def _load_crl(path: Path) -> frozenset[tuple[bytes, int]]:
+def _load_crl(path: Path) -> x509.CertificateRevocationList:
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -266,8 +266,49 @@ def _load_crl(path: Path) -> frozenset[tuple[bytes, int]]:
         )
     except ValueError:
         raise ValueError(f"'{path}' holds no valid PEM or DER CRL") from None
-    issuer = crl.issuer.public_bytes()
-    return frozenset((issuer, entry.serial_number) for entry in crl)
+    return crl
+
+
+def _check_crl(
+    crl: x509.CertificateRevocationList,
+    path: Path,
+    pinned: Sequence[Certificate],
+    authorities: Sequence[Certificate],
+    locate: Callable[..., str],
+    problems: _Problems,
+    now: dt.datetime,
+) -> None:
+    """Raise ValueError for a CRL of another CA or with a bad signature.
+
+    A CRL whose issuer signs none of the tenant's certificates would revoke
+    nothing, so it is refused rather than trusted to protect anyone.
+    """
+    issuers = {cert.cert.issuer for cert in pinned} | {
+        cert.cert.subject for cert in authorities
+    }
+    if crl.issuer not in issuers:
+        raise ValueError(
+            f"'{path}' is issued by '{crl.issuer.rfc4514_string()}', which "
+            "issues none of this tenant's certificates: use the CRL of their CA"
+        )
+    signers = [cert for cert in authorities if cert.cert.subject == crl.issuer]
+    # SECURITY: with ca_file the signing CA is known, so the CRL must carry
+    # its signature. A pinned tenant has no CA to check against.
+    if signers and not any(
+        crl.is_signature_valid(cert.cert.public_key())  # type: ignore[arg-type]
+        for cert in signers
+    ):
+        raise ValueError(
+            f"'{path}' is not signed by the CA in ca_file: use the CRL that "
+            "CA published"
+        )
+    next_update = crl.next_update_utc
+    if next_update is not None and next_update < now:
+        problems.warn(
+            locate("crl_file"),
+            f"'{path}' was due to be replaced on {next_update:%Y-%m-%d}: fetch "
+            "the CA's current CRL",
+        )
 
 
 def _check_expiry(
@@ -324,10 +365,14 @@ def _load_tenant(
             _check_expiry(cert, locate("ca_file"), problems, now)
     if config.crl_file is not None:
         try:
-            revoked = _load_crl(config.crl_file)
+            crl = _load_crl(config.crl_file)
+            _check_crl(crl, config.crl_file, pinned, authorities, locate, problems, now)
         except ValueError as exc:
             problems.error(locate("crl_file"), str(exc))
             ok = False
+        else:
+            issuer = crl.issuer.public_bytes()
+            revoked = frozenset((issuer, entry.serial_number) for entry in crl)
 
     _check_allowlist(config, locate, problems)
     if not config.launch_signature:

@@ -7,12 +7,14 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from gateway.config.loader import Config, fingerprint, load_config
+from gateway.errors import ConfigError
 from gateway.middleware.pins import PinCheck
 from gateway.state import GATEWAY
 from tests.support.harness import GatewayHarness, launch, whoami
@@ -30,10 +32,20 @@ def problem(config: Config, tenant: str, cert: trustme.LeafCert) -> str | None:
     return PinCheck(config).problem(config.tenants[tenant], data, fingerprint(data))
 
 
-def write_crl(ca: trustme.CA, revoked: trustme.LeafCert, path: Path) -> None:
-    """Write a CRL, signed by ``ca``, that revokes ``revoked``."""
+def write_crl(
+    ca: trustme.CA,
+    revoked: trustme.LeafCert,
+    path: Path,
+    *,
+    signer: trustme.CA | None = None,
+    next_update: dt.timedelta = dt.timedelta(days=7),
+) -> None:
+    """Write a CRL in the name of ``ca`` that revokes ``revoked``.
+
+    ``signer`` signs it instead of ``ca``, for a forged CRL.
+    """
     ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), password=None)
+    key = serialization.load_pem_private_key((signer or ca).private_key_pem.bytes(), password=None)
     serial = x509.load_pem_x509_certificate(revoked.cert_chain_pems[0].bytes()).serial_number
     now = dt.datetime.now(dt.timezone.utc)
     entry = (
@@ -45,8 +57,8 @@ def write_crl(ca: trustme.CA, revoked: trustme.LeafCert, path: Path) -> None:
     crl = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
-        .last_update(now - dt.timedelta(hours=1))
-        .next_update(now + dt.timedelta(days=7))
+        .last_update(now - dt.timedelta(days=30))
+        .next_update(now + next_update)
         .add_revoked_certificate(entry)
         .sign(key, hashes.SHA256())  # type: ignore[arg-type]
     )
@@ -117,3 +129,58 @@ async def test_revocation_ends_bound_session(gateway: GatewayHarness) -> None:
 
     async with client.get("/whoami") as response:
         assert response.status == 403
+
+
+def ca_tenant(tmp_path: Path) -> GatewayHarness:
+    harness = GatewayHarness(tmp_path, redis_url="redis://127.0.0.1:6379/0")
+    harness.pem("ca.pem", harness.ca.cert_pem)
+    harness.tenants = {"noord": {"ca_file": "ca.pem", "subject_name": "noord.ysis.example", "crl_file": "noord.crl"}}
+    return harness
+
+
+def test_revoked_in_ca_mode(tmp_path: Path) -> None:
+    harness = ca_tenant(tmp_path)
+    revoked = harness.ca.issue_cert("noord.ysis.example")
+    kept = harness.ca.issue_cert("noord.ysis.example")
+    write_crl(harness.ca, revoked, tmp_path / "noord.crl")
+
+    config = load_config(harness.write_config(upstream_port=9))
+
+    assert problem(config, "noord", revoked) == "certificate_revoked"
+    assert problem(config, "noord", kept) is None
+
+
+def test_forged_crl_is_config_error(tmp_path: Path) -> None:
+    harness = ca_tenant(tmp_path)
+    revoked = harness.ca.issue_cert("noord.ysis.example")
+    write_crl(harness.ca, revoked, tmp_path / "noord.crl", signer=trustme.CA())
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(harness.write_config(upstream_port=9))
+
+    (message,) = caught.value.problems
+    assert "crl_file" in message
+    assert "is not signed by the CA in ca_file" in message
+
+
+def test_crl_of_other_ca_is_config_error(tmp_path: Path) -> None:
+    harness = ca_tenant(tmp_path)
+    stranger = trustme.CA()
+    write_crl(stranger, stranger.issue_cert("x.example"), tmp_path / "noord.crl")
+
+    with pytest.raises(ConfigError) as caught:
+        load_config(harness.write_config(upstream_port=9))
+
+    (message,) = caught.value.problems
+    assert "issues none of this tenant's certificates" in message
+
+
+def test_stale_crl_warns(tmp_path: Path) -> None:
+    harness = ca_tenant(tmp_path)
+    revoked = harness.ca.issue_cert("noord.ysis.example")
+    write_crl(harness.ca, revoked, tmp_path / "noord.crl", next_update=-dt.timedelta(days=1))
+
+    config = load_config(harness.write_config(upstream_port=9))
+
+    assert any("crl_file: warning: " in line and "fetch the CA's current CRL" in line for line in config.warnings)
+    assert problem(config, "noord", revoked) == "certificate_revoked"
