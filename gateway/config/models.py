@@ -234,6 +234,34 @@ class GatewayConfig(Section):
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _separate_keys(
+        cls, data: Any, handler: ModelWrapValidatorHandler[GatewayConfig]
+    ) -> GatewayConfig:
+        config = handler(data)
+        # SECURITY: upstream holds the signing keys, so a key that also signs
+        # cookies would let upstream mint sessions.
+        shared: list[InitErrorDetails] = []
+        for index, key in enumerate(config.upstream_signing_keys):
+            if key in config.session.keys:
+                error = PydanticCustomError(
+                    "shared_key",
+                    "{message}",
+                    {
+                        "message": f"the key from {key.source} is also in "
+                        "session.keys: upstream could sign session cookies with "
+                        "it, so generate a key of its own (sso-gateway keys "
+                        "generate)"
+                    },
+                )
+                shared.append(
+                    {"type": error, "loc": ("upstream_signing_keys", index), "input": None}
+                )
+        if shared:
+            raise ValidationError.from_exception_data(cls.__name__, shared)
+        return config
+
     @field_validator("public_hostnames")
     @classmethod
     def _normalise_hostnames(cls, names: list[str]) -> list[str]:

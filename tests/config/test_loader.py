@@ -1412,6 +1412,20 @@ def test_sample_key(files: Files) -> None:
     assert SAMPLE_KEY not in problem
 
 
+def test_signing_key_shared_with_session(files: Files) -> None:
+    shared = secrets.token_urlsafe(32)
+    files.setenv("TEST_SESSION_KEY", shared)
+    files.setenv("TEST_SIGNING_KEY", shared)
+
+    problem = files.error()
+
+    assert problem.startswith(
+        gateway_prefix(files, GATEWAY, "TEST_SIGNING_KEY", "upstream_signing_keys[0]")
+    )
+    assert "is also in session.keys" in problem
+    assert shared not in problem
+
+
 @pytest.mark.parametrize(
     "written",
     [
