@@ -197,6 +197,122 @@ def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
         )
 
 
+async def _export_links(config: Config, args: argparse.Namespace) -> int:
+    from gateway.links.sql import SqlLinkStore
+    from gateway.links.transfer import write_csv
+    from gateway.storage.database import create_engine, require_current_schema
+
+    if args.tenant is not None and args.tenant not in config.tenants:
+        print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
+        return 1
+    engine = create_engine(config.gateway.database.url)
+    try:
+        await require_current_schema(engine)
+        found = await SqlLinkStore(engine).list(args.tenant)
+    finally:
+        await engine.dispose()
+    if args.output in (None, "-"):
+        count = write_csv(found, sys.stdout)
+    else:
+        with open(args.output, "w", encoding="utf-8", newline="") as output:
+            count = write_csv(found, output)
+    print(f"exported {count} link(s)", file=sys.stderr)
+    return 0
+
+
+async def _import_links(config: Config, args: argparse.Namespace, text: str) -> int:
+    from redis.exceptions import RedisError
+
+    from gateway.app import redis_client
+    from gateway.links.cache import link_key
+    from gateway.links.sql import SqlLinkStore
+    from gateway.links.transfer import plan_import
+    from gateway.storage.database import create_engine, require_current_schema
+
+    settings = config.gateway
+    engine = create_engine(settings.database.url)
+    try:
+        await require_current_schema(engine)
+        store = SqlLinkStore(engine)
+        plan = plan_import(
+            text,
+            args.file,
+            tenants=config.tenants.keys(),
+            current=await store.list(),
+            operator=args.operator,
+            now=dt.datetime.now(dt.timezone.utc),
+        )
+        for problem in plan.problems:
+            print(problem, file=sys.stderr)
+        if plan.problems:
+            print(f"error: {len(plan.problems)} problem(s); nothing was imported", file=sys.stderr)
+            return 1
+        if args.dry_run:
+            print(f"would import {len(plan.new)} link(s); {len(plan.existing)} already present")
+            return 0
+        try:
+            await store.add_all(plan.new)
+        except LinkConflict:
+            print(
+                "error: the link table changed during the import; nothing was "
+                "imported: run the import again",
+                file=sys.stderr,
+            )
+            return 1
+    finally:
+        await engine.dispose()
+
+    # Running gateways may have cached "no link" for these users.
+    redis = redis_client(settings.redis.url, settings.redis.timeout)
+    try:
+        keys = [link_key(link.tenant, link.ysis_user) for link in plan.new]
+        for start in range(0, len(keys), 1000):
+            await redis.delete(*keys[start : start + 1000])
+    except (OSError, RedisError):
+        print(
+            "warning: the link cache in Redis could not be updated: running "
+            f"gateways may miss the new links for up to {settings.link_cache.negative_ttl:g} s",
+            file=sys.stderr,
+        )
+    finally:
+        await redis.aclose()
+    print(f"imported {len(plan.new)} link(s); {len(plan.existing)} already present")
+    return 0
+
+
+def cmd_links_transfer(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    try:
+        if args.links_command == "export":
+            return asyncio.run(_export_links(config, args))
+        if args.operator is None:
+            args.operator = _login_name()
+            if args.operator is None:
+                return 1
+        try:
+            with open(args.file, encoding="utf-8-sig", newline="") as source:
+                text = source.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            print(f"error: {args.file} cannot be read as UTF-8 text: {exc}", file=sys.stderr)
+            return 1
+        return asyncio.run(_import_links(config, args, text))
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _login_name() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        print(
+            "error: the login name is unknown: name the administrator "
+            "with --operator NAME",
+            file=sys.stderr,
+        )
+        return None
+
+
 def _longest_lifetime(config: Config) -> float:
     lifetimes = [
         tenant.config.session.lifetime or 0.0 for tenant in config.tenants.values()
@@ -206,14 +322,8 @@ def _longest_lifetime(config: Config) -> float:
 
 def cmd_links(args: argparse.Namespace) -> int:
     if args.links_command != "list" and args.operator is None:
-        try:
-            args.operator = getpass.getuser()
-        except (KeyError, OSError):
-            print(
-                "error: the login name is unknown: name the administrator "
-                "with --operator NAME",
-                file=sys.stderr,
-            )
+        args.operator = _login_name()
+        if args.operator is None:
             return 1
     config = _load(args.config)
     return asyncio.run(_with_links(config, args.links_command, args))
@@ -319,9 +429,30 @@ def build_parser() -> argparse.ArgumentParser:
             help="name recorded as the administrator (default: login name)",
         )
     add.add_argument("--account", required=True, help="Medimo account ID")
+    export = link_commands.add_parser(
+        "export", help="write the link table as CSV (columns: see README)"
+    )
+    export.add_argument("--tenant", help="only this tenant's links")
+    export.add_argument(
+        "--output", help="file to write (default: standard output)"
+    )
+    export.set_defaults(handler=cmd_links_transfer)
+    load = link_commands.add_parser(
+        "import", help="add the links of a CSV file, all or none"
+    )
+    load.add_argument("file", help="CSV file with a header row")
+    load.add_argument(
+        "--operator",
+        help="created_by of rows without one (default: login name)",
+    )
+    load.add_argument(
+        "--dry-run", action="store_true", help="check the file, change nothing"
+    )
+    load.set_defaults(handler=cmd_links_transfer)
     for sub in (listing, add, remove):
-        _config_argument(sub)
         sub.set_defaults(handler=cmd_links)
+    for sub in (listing, add, remove, export, load):
+        _config_argument(sub)
 
     certs = commands.add_parser("certs", help="certificate helpers")
     cert_commands = certs.add_subparsers(dest="certs_command", required=True)

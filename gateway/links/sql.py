@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import ColumnElement, RowMapping, exists, select
@@ -71,6 +72,23 @@ class SqlLinkStore:
             f"tenant {tenant!r}: adding a link failed {ADD_ATTEMPTS} times on a "
             f"unique index, but no conflicting link was found afterwards"
         )
+
+    async def add_all(self, new: Sequence[Link]) -> None:
+        """Insert links in one transaction: all of them, or none.
+
+        Raise LinkConflict when a unique index refuses one, which leaves the
+        table as it was.
+        """
+        for link in new:
+            _check_link(link.tenant, link.ysis_user, link.medimo_account, link.created_by)
+        rows = [{column.name: getattr(link, column.name) for column in _LINK_COLUMNS} for link in new]
+        if not rows:
+            return
+        try:
+            async with self._engine.begin() as connection:
+                await connection.execute(links.insert(), rows)
+        except IntegrityError as error:
+            raise LinkConflict(new[0].tenant, "ysis_user or medimo_account") from error
 
     async def _insert(self, link: Link) -> None:
         values = {column.name: getattr(link, column.name) for column in _LINK_COLUMNS}

@@ -1,0 +1,221 @@
+"""links export and links import: the CSV checks, then the commands end to end."""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import io
+from pathlib import Path
+
+import pytest
+import redis
+
+from gateway.links.cache import NOT_FOUND_MARKER, link_key
+from gateway.links.store import Link
+from gateway.links.transfer import COLUMNS, plan_import
+from tests.test_cli import Cli, add, cli, cwd, links, links_config, rows  # noqa: F401
+
+NOW = dt.datetime(2026, 12, 1, 8, 0, tzinfo=dt.timezone.utc)
+HEADER = ",".join(COLUMNS[:3])
+
+
+def plan(text: str, current: list[Link] | None = None) -> tuple[list[Link], list[Link], list[str]]:
+    result = plan_import(
+        text, "links.csv", tenants={"noord", "zuid"}, current=current or [], operator="beheer", now=NOW
+    )
+    return result.new, result.existing, result.problems
+
+
+def existing(user: str, account: str, tenant: str = "noord") -> Link:
+    return Link(tenant, user, account, NOW, "beheer", None)
+
+
+# --- checking the file ----------------------------------------------------------
+
+
+def test_plan_new_rows() -> None:
+    new, present, problems = plan(f"{HEADER}\nnoord,ysis-jan,medimo-jan\nzuid,ysis-anna,medimo-anna\n")
+
+    assert problems == []
+    assert present == []
+    assert [(link.tenant, link.ysis_user, link.medimo_account) for link in new] == [
+        ("noord", "ysis-jan", "medimo-jan"),
+        ("zuid", "ysis-anna", "medimo-anna"),
+    ]
+    assert all(link.created_by == "beheer" and link.created_at == NOW for link in new)
+
+
+def test_plan_keeps_given_fields() -> None:
+    text = ",".join(COLUMNS) + "\nnoord,ysis-jan,medimo-jan,2025-03-01T09:00:00+01:00,oud-systeem,2026-11-30T10:00:00+00:00\n"
+
+    (link,), _, problems = plan(text)
+
+    assert problems == []
+    assert link.created_at == dt.datetime(2025, 3, 1, 8, 0, tzinfo=dt.timezone.utc)
+    assert link.created_by == "oud-systeem"
+    assert link.last_used_at == dt.datetime(2026, 11, 30, 10, 0, tzinfo=dt.timezone.utc)
+
+
+def test_plan_same_link_present_is_skipped() -> None:
+    new, present, problems = plan(f"{HEADER}\nnoord,ysis-jan,medimo-jan\n", [existing("ysis-jan", "medimo-jan")])
+
+    assert (new, problems) == ([], [])
+    assert len(present) == 1
+
+
+@pytest.mark.parametrize(
+    ("rows_text", "current", "expected"),
+    [
+        pytest.param("noord,ysis-jan,medimo-jan\nnoord,ysis-jan,medimo-piet", [], "links.csv:3: Ysis user 'ysis-jan' of tenant 'noord' is also on row 2", id="user-twice"),
+        pytest.param("noord,ysis-jan,medimo-jan\nnoord,ysis-piet,medimo-jan", [], "links.csv:3: Medimo account 'medimo-jan' of tenant 'noord' is also on row 2", id="account-twice"),
+        pytest.param("noord,ysis-jan,medimo-piet", [existing("ysis-jan", "medimo-jan")], "is already linked to 'medimo-jan'", id="user-linked"),
+        pytest.param("noord,ysis-piet,medimo-jan", [existing("ysis-jan", "medimo-jan")], "is already linked to Ysis user 'ysis-jan'", id="account-linked"),
+        pytest.param("oost,ysis-jan,medimo-jan", [], "tenant 'oost' is not configured", id="unknown-tenant"),
+        pytest.param("noord,ysis jan,medimo-jan", [], "is not a valid Ysis account ID", id="bad-user"),
+        pytest.param("noord,ysis-jan,../admin", [], "is not a valid account ID", id="bad-account"),
+        pytest.param("noord,ysis-jan,", [], "is not a valid account ID", id="empty-account"),
+        pytest.param("noord,ysis-jan,medimo-jan,extra", [], "more fields than the header", id="extra-field"),
+    ],
+)
+def test_plan_problem(rows_text: str, current: list[Link], expected: str) -> None:
+    new, _, problems = plan(f"{HEADER}\n{rows_text}\n", current)
+
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("tenant,ysis_user\nnoord,ysis-jan\n", "the header must name", id="missing-column"),
+        pytest.param(f"{HEADER},colour\n", "the header must name", id="unknown-column"),
+        pytest.param(f"{HEADER},tenant\n", "the header must name", id="repeated-column"),
+        pytest.param("", "the header must name", id="empty-file"),
+    ],
+)
+def test_plan_bad_header(text: str, expected: str) -> None:
+    _, _, problems = plan(text)
+
+    assert len(problems) == 1
+    assert expected in problems[0]
+    assert problems[0].startswith("links.csv:1: ")
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param("gisteren", "is not an ISO 8601 time", id="not-a-time"),
+        pytest.param("2026-01-01T08:00:00", "has no UTC offset", id="no-offset"),
+    ],
+)
+def test_plan_bad_time(value: str, expected: str) -> None:
+    _, _, problems = plan(f"tenant,ysis_user,medimo_account,created_at\nnoord,ysis-jan,medimo-jan,{value}\n")
+
+    assert len(problems) == 1
+    assert expected in problems[0]
+
+
+def test_plan_reports_every_row() -> None:
+    text = f"{HEADER}\noost,a,b\nnoord,ysis-jan,medimo-jan\nnoord,bad id,x\n"
+
+    new, _, problems = plan(text)
+
+    assert [problem.split(":")[1] for problem in problems] == ["2", "4"]
+    assert len(new) == 1
+
+
+# --- the commands ----------------------------------------------------------------
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_export_import_round_trip(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    add(cli, links_config, "ysis-anna", "medimo-anna", tenant="zuid")
+    exported = tmp_path / "links.csv"
+
+    assert links(cli, links_config, "export", "--output", str(exported)).returncode == 0
+    listed = rows(cli, links_config)
+    for row in listed:
+        assert links(cli, links_config, "remove", "--tenant", row[0], "--ysis-user", row[1], "--operator", "beheer").returncode == 0
+    result = links(cli, links_config, "import", str(exported), "--operator", "beheer")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "imported 2 link(s); 0 already present\n"
+    assert rows(cli, links_config) == listed
+
+
+def test_export_to_stdout(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = links(cli, links_config, "export", "--tenant", "noord")
+
+    parsed = list(csv.reader(io.StringIO(result.stdout)))
+    assert parsed[0] == list(COLUMNS)
+    assert parsed[1][:3] == ["noord", "ysis-jan", "medimo-jan"]
+    assert parsed[1][4] == "beheer"
+
+
+def test_import_conflict_changes_nothing(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    source = write(tmp_path / "in.csv", f"{HEADER}\nnoord,ysis-piet,medimo-piet\nnoord,ysis-kees,medimo-jan\n")
+
+    result = links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    assert result.returncode == 1
+    assert f"{source}:3: Medimo account 'medimo-jan'" in result.stderr
+    assert "nothing was imported" in result.stderr
+    assert [row[1] for row in rows(cli, links_config)] == ["ysis-jan"]
+
+
+def test_import_again_skips_present(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", f"{HEADER}\nnoord,ysis-jan,medimo-jan\n")
+    links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    result = links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    assert result.returncode == 0
+    assert result.stdout == "imported 0 link(s); 1 already present\n"
+
+
+def test_import_dry_run_changes_nothing(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    source = write(tmp_path / "in.csv", f"{HEADER}\nnoord,ysis-jan,medimo-jan\n")
+
+    result = links(cli, links_config, "import", str(source), "--dry-run", "--operator", "beheer")
+
+    assert result.returncode == 0
+    assert result.stdout == "would import 1 link(s); 0 already present\n"
+    assert rows(cli, links_config) == []
+
+
+def test_import_clears_cached_absence(cli: Cli, links_config: Path, tmp_path: Path, redis_url: str) -> None:
+    store = redis.Redis.from_url(redis_url)
+    store.set(link_key("noord", "ysis-jan"), NOT_FOUND_MARKER)
+    source = write(tmp_path / "in.csv", f"{HEADER}\nnoord,ysis-jan,medimo-jan\n")
+
+    result = links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    assert result.returncode == 0, result.stderr
+    assert store.get(link_key("noord", "ysis-jan")) is None
+    store.close()
+
+
+def test_import_missing_file(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    result = links(cli, links_config, "import", str(tmp_path / "absent.csv"), "--operator", "beheer")
+
+    assert result.returncode == 1
+    assert "cannot be read" in result.stderr
+
+
+def test_import_not_utf8(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    source = tmp_path / "latin.csv"
+    source.write_bytes(f"{HEADER}\nnoord,ysis-jos\xe9,medimo-jan\n".encode("latin-1"))
+
+    result = links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    assert result.returncode == 1
+    assert "cannot be read as UTF-8" in result.stderr
+    assert rows(cli, links_config) == []
