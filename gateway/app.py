@@ -13,6 +13,8 @@ from aiohttp import web
 from redis.asyncio import Redis
 
 from gateway.config.loader import Config
+from gateway.health import HealthMonitor, upstream_reachable
+from gateway.metrics import Metrics
 from gateway.flows import forms, launch, logout, notices, proxied
 from gateway.flows.attempt_limits import AttemptLimiter
 from gateway.links.cache import CachedLinkStore
@@ -25,12 +27,16 @@ from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
 from gateway.session.sessions import SessionCodec
 from gateway.state import GATEWAY, Gateway
-from gateway.storage.database import create_engine, require_current_schema
+from gateway.storage.database import create_engine, ping, require_current_schema
 from gateway.storage.revocations import SqlRevocationStore
 from gateway.upstream.api import MedimoApi
 from gateway.upstream.proxy import Proxy, create_client_session
 
 TENANT = "{tenant:[a-z0-9][a-z0-9-]{0,62}}"
+
+#: Path under the API URL that the health check asks; any answer below 500
+#: counts as reachable, so a Medimo without this endpoint passes with 404.
+HEALTH_PATH = "/gateway-api/v1/health"
 
 #: Largest request body the gateway accepts and forwards, in bytes.
 MAX_BODY = 10 * 1024 * 1024
@@ -54,6 +60,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         redis = redis_client(settings.redis.url, settings.redis.timeout)
         http = create_client_session(settings.upstream.max_connections)
         keys = [key.reveal() for key in settings.session.keys]
+        metrics = Metrics()
         revocations = RevocationList(SqlRevocationStore(engine))
         links = CachedLinkStore(
             SqlLinkStore(engine),
@@ -88,11 +95,25 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 account=settings.forms.account_attempts,
                 client=settings.forms.client_attempts,
             ),
+            metrics=metrics,
+            health=HealthMonitor(
+                {
+                    "redis": redis.ping,
+                    "database": lambda: ping(engine),
+                    "upstream": lambda: upstream_reachable(
+                        http, settings.upstream.api_base + HEALTH_PATH
+                    ),
+                },
+                metrics,
+                interval=settings.admin.health_interval,
+            ),
         )
         if clock is not None:
             gateway.clock = clock
+        metrics.watch(lambda: (gateway.config, links.cache_stats))
         app[GATEWAY] = gateway
         await revocations.start()
+        await gateway.health.start()
         server_logger.info(
             "gateway started",
             extra={"event": "started", "config_hash": config.digest[:16], "tenants": len(config.tenants)},
@@ -100,6 +121,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         try:
             yield
         finally:
+            await gateway.health.stop()
             await revocations.stop()
             await http.close()
             await redis.aclose()
@@ -117,14 +139,24 @@ def create_app(config: Config, *, clock: Callable[[], float] | None = None) -> w
     app.on_response_prepare.append(add_security_headers)
 
     base = f"/sso/ysis/{TENANT}"
-    app.router.add_route("GET", base, launch.launch)
-    app.router.add_route("POST", base, launch.launch)
-    app.router.add_route("GET", f"{base}/link", forms.link_form)
-    app.router.add_route("POST", f"{base}/link", forms.link_submit)
-    app.router.add_route("GET", f"{base}/confirm", forms.confirm_form)
-    app.router.add_route("POST", f"{base}/confirm", forms.confirm_submit)
-    app.router.add_route("GET", "/sso/melding/{kind}", notices.notice)
-    app.router.add_route("POST", "/sso/logout", logout.logout)
-    app.router.add_route("GET", logout.LOGGED_OUT_PATH, logout.logged_out)
-    app.router.add_route("*", "/{path:.*}", proxied.proxied)
+    # The resource names are the route classes of the requests metric.
+    launches = app.router.add_resource(base, name="launch")
+    launches.add_route("GET", launch.launch)
+    launches.add_route("POST", launch.launch)
+    link = app.router.add_resource(f"{base}/link", name="link_form")
+    link.add_route("GET", forms.link_form)
+    link.add_route("POST", forms.link_submit)
+    confirm = app.router.add_resource(f"{base}/confirm", name="confirm_form")
+    confirm.add_route("GET", forms.confirm_form)
+    confirm.add_route("POST", forms.confirm_submit)
+    app.router.add_resource("/sso/melding/{kind}", name="notice").add_route(
+        "GET", notices.notice
+    )
+    app.router.add_resource("/sso/logout", name="logout").add_route(
+        "POST", logout.logout
+    )
+    app.router.add_resource(logout.LOGGED_OUT_PATH, name="logged_out").add_route(
+        "GET", logout.logged_out
+    )
+    app.router.add_resource("/{path:.*}", name="proxied").add_route("*", proxied.proxied)
     return app

@@ -10,11 +10,13 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from gateway.admin import create_admin_app
 from gateway.app import create_app
 from gateway.config.loader import Config
 from gateway.errors import ListenError
 from gateway.logs import server_logger
 from gateway.server import MutualTlsSite
+from gateway.state import GATEWAY
 from gateway.tls import server_context
 
 #: Settings of aiohttp's request handler (limits on what a client may send).
@@ -36,12 +38,16 @@ class RunningGateway:
     runner: web.AppRunner
     sites: list[MutualTlsSite]
     context: ssl.SSLContext
+    admin: web.AppRunner | None = None
+    admin_port: int | None = None
 
     @property
     def port(self) -> int:
         return self.sites[0].port
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.cleanup()
         await self.runner.cleanup()
 
 
@@ -56,6 +62,7 @@ async def start(
     runner = web.AppRunner(app, handle_signals=False, **HANDLER_SETTINGS)  # type: ignore[arg-type]
     await runner.setup()
     running = RunningGateway(runner, [], server_context(config))
+    failures = app[GATEWAY].metrics.tls_handshake_failures
     listen = config.gateway.listen
     chosen = listen.port if port is None else port
     for host in listen.host:
@@ -65,6 +72,7 @@ async def start(
             chosen,
             lambda: running.context,
             handshake_timeout=config.gateway.tls.handshake_timeout,
+            on_handshake_failed=lambda reason: failures.inc(),
         )
         try:
             await site.start()
@@ -79,7 +87,35 @@ async def start(
         chosen = site.port
     for site in running.sites:
         server_logger.info("listening", extra={"event": "listening", "url": site.name})
+    if config.gateway.admin.enabled:
+        await _start_admin(running, config)
     return running
+
+
+async def _start_admin(running: RunningGateway, config: Config) -> None:
+    """Start the plain-HTTP admin listener of a started gateway."""
+    gateway = running.runner.app[GATEWAY]
+    admin = web.AppRunner(create_admin_app(gateway.health, gateway.metrics), access_log=None)
+    await admin.setup()
+    running.admin = admin
+    settings = config.gateway.admin
+    chosen = settings.port
+    for host in settings.host:
+        site = web.TCPSite(admin, host, chosen, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await running.stop()
+            raise ListenError(
+                f"cannot listen on admin address {host}:{chosen}: "
+                f"{exc.strerror or exc}: change admin.port or admin.host"
+            ) from exc
+        sockets = site._server.sockets if site._server else ()  # type: ignore[union-attr]
+        chosen = sockets[0].getsockname()[1] if sockets else chosen
+        server_logger.info(
+            "admin listening", extra={"event": "listening", "url": f"http://{host}:{chosen}"}
+        )
+    running.admin_port = chosen
 
 
 async def serve(config: Config) -> None:

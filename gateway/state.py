@@ -14,7 +14,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config, Tenant
 from gateway.flows.attempt_limits import AttemptLimiter
+from gateway.health import HealthMonitor
 from gateway.links.store import LinkStore
+from gateway.metrics import Metrics
 from gateway.middleware.pins import PinCheck
 from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
@@ -38,6 +40,8 @@ class Gateway:
     api: MedimoApi
     proxy: Proxy
     attempts: AttemptLimiter
+    metrics: Metrics
+    health: HealthMonitor
     clock: Callable[[], float] = field(default=time.time)
     _pins: PinCheck | None = field(default=None, init=False, repr=False)
 

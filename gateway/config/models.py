@@ -99,6 +99,20 @@ class ListenConfig(Section):
         return [value] if isinstance(value, str) else value
 
 
+class AdminConfig(Section):
+    """The admin listener: plain HTTP with /healthz, /readyz and /metrics."""
+
+    enabled: bool = True
+    host: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
+    port: int = Field(default=9180, ge=0, le=65535)
+    health_interval: Duration = 10.0
+
+    @field_validator("host", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class TlsConfig(Section):
     certificate: FilePath
     private_key: FilePath
@@ -219,6 +233,7 @@ class GatewayConfig(Section):
     """Contents of ``gateway.yaml``."""
 
     listen: ListenConfig = ListenConfig()
+    admin: AdminConfig = AdminConfig()
     tls: TlsConfig
     public_hostnames: list[str] = Field(min_length=1)
     upstream: UpstreamConfig

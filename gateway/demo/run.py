@@ -48,6 +48,8 @@ GATEWAY_YAML = """\
 listen:
   host: [{hosts}]
   port: {port}
+admin:
+  port: {admin_port}
 tls:
   certificate: certs/server.pem
   private_key: certs/server-key.pem
@@ -200,6 +202,7 @@ async def _run(folder: Path, port: int, redis_url: str) -> int:
     (folder / "gateway.yaml").write_text(
         GATEWAY_YAML.format(
             hosts=", ".join(hosts), port=port, upstream_port=upstream_port,
+            admin_port=_free_port(),
             redis_url=redis_url, database=database,
         )
     )
@@ -234,7 +237,7 @@ async def _run(folder: Path, port: int, redis_url: str) -> int:
     # SIGHUP is what a closed terminal sends; the demo stops then too.
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         loop.add_signal_handler(signum, stop.set)
-    _print_welcome(folder, gateway.port)
+    _print_welcome(folder, gateway.port, gateway.admin_port)
     try:
         await stop.wait()
     finally:
@@ -243,7 +246,7 @@ async def _run(folder: Path, port: int, redis_url: str) -> int:
     return 0
 
 
-def _print_welcome(folder: Path, port: int) -> None:
+def _print_welcome(folder: Path, port: int, admin_port: int | None) -> None:
     certs = folder / "certs"
     jar = folder / "cookies.txt"
     url = f"https://localhost:{port}"
@@ -254,6 +257,11 @@ def _print_welcome(folder: Path, port: int) -> None:
         f"'{url}/sso/ysis/demo-noord?userId=ysis-jan'\n",
         flush=True,
     )
+    if admin_port is not None:
+        print(
+            f"Health and metrics: http://127.0.0.1:{admin_port}/readyz and /metrics\n",
+            flush=True,
+        )
     print(f"ready: {url}", flush=True)
 
 

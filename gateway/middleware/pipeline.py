@@ -24,7 +24,8 @@ from cryptography import x509
 from gateway.errors import BadRequest, GatewayError, MisdirectedRequest
 from gateway.flows.cookies import expire_sent_cookies
 from gateway.logs import access_logger, auth_logger, server_logger
-from gateway.middleware.scope import SCOPE, build_scope
+from gateway.metrics import ROUTE_CLASSES, launch_outcome
+from gateway.middleware.scope import SCOPE, RequestScope, build_scope
 from gateway.config.models import normalise_host
 from gateway.pages.render import error_page
 from gateway.state import GATEWAY
@@ -45,8 +46,10 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         response = await handler(request)
         status = response.status
+        scope.location = response.headers.get("Location")
         return response
     finally:
+        _count(request, scope, status)
         access_logger.info(
             "request",
             extra={
@@ -61,6 +64,28 @@ async def scope_middleware(request: web.Request, handler: Handler) -> web.Stream
                 "duration_ms": round((time.monotonic() - scope.started) * 1000, 1),
             },
         )
+
+
+def _count(request: web.Request, scope: RequestScope, status: int) -> None:
+    gateway = request.app.get(GATEWAY)
+    if gateway is None:
+        return
+    route = _route_class(request, scope)
+    gateway.metrics.requests.labels(route, str(status)).inc()
+    if route == "launch":
+        tenant = scope.tenant if scope.tenant in gateway.config.tenants else ""
+        location = scope.location or ""
+        outcome = launch_outcome(status, location, scope.outcome)
+        gateway.metrics.launches.labels(tenant, outcome).inc()
+
+
+def _route_class(request: web.BaseRequest, scope: RequestScope) -> str:
+    resource = request.match_info.route.resource if isinstance(request, web.Request) else None
+    name = resource.name if resource is not None else None
+    if name == "proxied" and request.path.startswith(("/sso", "/relay", "/gateway-api")):
+        # Paths the gateway keeps to itself are never proxied.
+        return "other"
+    return name if name in ROUTE_CLASSES else "other"
 
 
 def certificate_subject(der: bytes) -> str:

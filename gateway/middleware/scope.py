@@ -32,6 +32,8 @@ class RequestScope:
     outcome: str | None = None
     #: Expire the gateway cookies the browser sent, unless the response sets them.
     expire_cookies: bool = False
+    #: The response's Location header, for the launch outcome metric.
+    location: str | None = None
 
 
 SCOPE = web.RequestKey("scope", RequestScope)

@@ -136,6 +136,7 @@ class GatewayHarness:
             },
             "upstream_signing_keys": [self._secret("signing-key", self.signing_key)],
             "forms": {"min_failure_time": "50ms"},
+            "admin": {"port": 0},
         }
         _merge(gateway, self.gateway_overrides)
         tenants = []
