@@ -44,7 +44,7 @@ FAST_LIMITS = {
     "keepalive_timeout": "3s",
     "body_timeout": "1s",
 }
-#: Seconds a raw client waits for the gateway to answer and close.
+#: Seconds a raw client waits for the gateway to respond and close.
 READ_TIMEOUT = 8.0
 PURE_PYTHON = os.environ.get("AIOHTTP_NO_EXTENSIONS", "") not in ("", "0")
 
@@ -232,8 +232,8 @@ async def test_malformed_request_short_400(gateway: GatewayHarness, shape: str) 
 @pytest.mark.parametrize("shape", sorted(MALFORMED))
 async def test_malformed_request_closes(gateway: GatewayHarness, shape: str) -> None:
     cookie = await session_cookie(gateway)
-    # A complete request follows on the same connection; it must not be
-    # answered, because the framing of the rejected one cannot be trusted.
+    # A complete request follows on the same connection. It must get no
+    # response, because the framing of the rejected one cannot be trusted.
     follow = request_head(gateway, cookie) + "\r\n"
 
     data = await exchange(gateway, malformed(gateway, shape, cookie) + follow.encode())
@@ -412,7 +412,7 @@ async def test_many_trailers_not_upstream_headers(gateway: GatewayHarness) -> No
     assert [name for name in upstream_headers(gateway) if "trailer" in name] == []
 
 
-async def test_body_broken_mid_stream_one_answer(gateway: GatewayHarness) -> None:
+async def test_body_broken_mid_stream_one_response(gateway: GatewayHarness) -> None:
     # The head goes first, so the request is already on its way upstream
     # when its body turns out to be malformed.
     cookie = await session_cookie(gateway)
@@ -447,7 +447,7 @@ async def trickle(writer: asyncio.StreamWriter, data: bytes, size: int) -> None:
 async def trickled_reply(
     harness: GatewayHarness, first: bytes, rest: bytes, size: int
 ) -> tuple[bytes, float]:
-    """Send ``first``, trickle ``rest``; return what came back and when."""
+    """Send ``first``, then trickle ``rest``, and return the reply and its delay."""
     reader, writer = await open_tls(harness)
     started = time.monotonic()
     writer.write(first)
