@@ -301,9 +301,12 @@ async def test_rejection_log_fields(
     await exchange(gateway, malformed(gateway, "unknown-method", cookie))
 
     (record,) = [r for r in caplog.records if r.name == "gateway.access"]
-    assert record.status == 400  # type: ignore[attr-defined]
-    assert record.peer.startswith("127.0.0.1:")  # type: ignore[attr-defined]
-    assert record.error in ("BadHttpMethod", "UnknownMethod")  # type: ignore[attr-defined]
+    fields = vars(record)
+    assert fields["status"] == 400
+    assert fields["peer"].startswith("127.0.0.1:")
+    # llhttp raises BadHttpMethod, the pure-Python parser run gets the
+    # gateway's own UnknownMethod.
+    assert fields["error"] in ("BadHttpMethod", "UnknownMethod")
 
 
 async def test_rejected_request_line_not_logged(
