@@ -38,9 +38,6 @@ TENANT = "{tenant:[a-z0-9][a-z0-9-]{0,62}}"
 #: counts as reachable, so a Medimo without this endpoint passes with 404.
 HEALTH_PATH = "/gateway-api/v1/health"
 
-#: Largest request body the gateway accepts and forwards, in bytes.
-MAX_BODY = 10 * 1024 * 1024
-
 
 def redis_client(url: str, timeout: float) -> Redis:
     # Short timeouts: with Redis down, a launch must fall back to SQL quickly.
@@ -59,6 +56,10 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         await require_current_schema(engine)
         redis = redis_client(settings.redis.url, settings.redis.timeout)
         http = create_client_session(settings.upstream.max_connections)
+        # The API calls (password checks among them) get a pool of their own,
+        # so that proxied requests that fill the proxy's pool, such as slow
+        # uploads, cannot hold up logins.
+        api_http = create_client_session(settings.upstream.max_connections)
         keys = [key.reveal() for key in settings.session.keys]
         metrics = Metrics()
         revocations = RevocationList(SqlRevocationStore(engine))
@@ -78,7 +79,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
             engine=engine,
             http=http,
             api=MedimoApi(
-                http,
+                api_http,
                 settings.upstream.api_base,
                 settings.upstream.api_token.text(),
                 settings.upstream.timeout,
@@ -124,6 +125,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
             await gateway.health.stop()
             await revocations.stop()
             await http.close()
+            await api_http.close()
             await redis.aclose()
             await engine.dispose()
             server_logger.info("gateway stopped", extra={"event": "stopped"})
@@ -133,7 +135,9 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
 
 def create_app(config: Config, *, clock: Callable[[], float] | None = None) -> web.Application:
     """Build the gateway application for one configuration."""
-    app = web.Application(middlewares=MIDDLEWARES, client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=MIDDLEWARES, client_max_size=config.gateway.limits.max_body_size
+    )
     render.setup(app)
     app.cleanup_ctx.append(_resources(config, clock))
     app.on_response_prepare.append(add_security_headers)

@@ -15,20 +15,10 @@ from gateway.app import create_app
 from gateway.config.loader import Config
 from gateway.errors import ListenError
 from gateway.logs import server_logger
+from gateway.protocol import handler_factory, handler_settings
 from gateway.server import MutualTlsSite
 from gateway.state import GATEWAY
 from gateway.tls import server_context
-
-#: Settings of aiohttp's request handler (limits on what a client may send).
-HANDLER_SETTINGS = {
-    # A proxy passes bodies through as bytes, so nothing is decompressed.
-    "auto_decompress": False,
-    "keepalive_timeout": 15.0,
-    "max_line_size": 8190,
-    "max_field_size": 8190,
-    "access_log": None,
-    "handler_cancellation": True,
-}
 
 
 @dataclass
@@ -59,8 +49,19 @@ async def start(
 ) -> RunningGateway:
     """Start the gateway on the configured addresses (or ``port``)."""
     app = create_app(config, clock=clock)
-    runner = web.AppRunner(app, handle_signals=False, **HANDLER_SETTINGS)  # type: ignore[arg-type]
+    limits = config.gateway.limits
+    # A client that disconnects cancels its handler, and so its upstream
+    # request. The limits on what a client may send are settings of each
+    # connection's request handler.
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        handler_cancellation=True,
+        **handler_settings(limits),
+    )
     await runner.setup()
+    assert runner.server is not None
+    handlers = handler_factory(runner.server, limits)
     running = RunningGateway(runner, [], server_context(config))
     failures = app[GATEWAY].metrics.tls_handshake_failures
     listen = config.gateway.listen
@@ -73,6 +74,7 @@ async def start(
             lambda: running.context,
             handshake_timeout=config.gateway.tls.handshake_timeout,
             on_handshake_failed=lambda reason: failures.inc(),
+            handlers=handlers,
         )
         try:
             await site.start()

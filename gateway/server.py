@@ -17,11 +17,14 @@ from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import BaseSite
 
 from gateway.logs import tls_logger
 
 SslContextSource = Callable[[], ssl.SSLContext]
+#: Creates the request handler of one connection; a ``web.Server`` is one.
+HandlerFactory = Callable[[], RequestHandler]
 
 
 class _Buffer(asyncio.Protocol):
@@ -115,7 +118,7 @@ class TlsAcceptor(asyncio.Protocol):
 
     def __init__(
         self,
-        server: web.Server,
+        server: HandlerFactory,
         contexts: SslContextSource,
         handshake_timeout: float,
         on_handshake_failed: Callable[[str], None] | None = None,
@@ -179,7 +182,15 @@ class MutualTlsSite(BaseSite):
     the context applies to new connections only.
     """
 
-    __slots__ = ("_host", "_port", "_contexts", "_handshake_timeout", "_on_failed", "_sock")
+    __slots__ = (
+        "_contexts",
+        "_handlers",
+        "_handshake_timeout",
+        "_host",
+        "_on_failed",
+        "_port",
+        "_sock",
+    )
 
     def __init__(
         self,
@@ -192,8 +203,10 @@ class MutualTlsSite(BaseSite):
         on_handshake_failed: Callable[[str], None] | None = None,
         sock: socket.socket | None = None,
         backlog: int = 128,
+        handlers: HandlerFactory | None = None,
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._handlers = handlers
         self._host = host
         self._port = port
         self._contexts = contexts
@@ -211,10 +224,11 @@ class MutualTlsSite(BaseSite):
         loop = asyncio.get_running_loop()
         server = self._runner.server
         assert server is not None
+        handlers = self._handlers or server
 
         def factory() -> TlsAcceptor:
             return TlsAcceptor(
-                server, self._contexts, self._handshake_timeout, self._on_failed
+                handlers, self._contexts, self._handshake_timeout, self._on_failed
             )
 
         if self._sock is not None:

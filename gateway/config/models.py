@@ -229,6 +229,34 @@ class FormsConfig(Section):
     client_attempts: AttemptLimit = _attempt_limit(50, "15m")
 
 
+#: A duration that must be longer than zero, such as a timeout.
+PositiveDuration = Annotated[Duration, Field(gt=0)]
+
+
+class LimitsConfig(Section):
+    """Limits on what one client connection may send, and how slowly.
+
+    Sizes are bytes. A head (request line and header fields) over a limit is
+    rejected with 400, 414 or 431 and the connection is closed.
+    """
+
+    #: The whole request head must arrive within this time of its first byte.
+    header_timeout: PositiveDuration = 10.0
+    #: An idle connection (no byte of a next request) is closed after this.
+    keepalive_timeout: PositiveDuration = 15.0
+    #: Maximum pause between two parts of a request body.
+    body_timeout: PositiveDuration = 20.0
+    #: Bytes per second a request body must average once body_timeout has
+    #: passed since its first byte; 0 checks pauses only.
+    body_min_rate: int = Field(default=500, ge=0)
+    max_body_size: int = Field(default=10 * 1024 * 1024, ge=1)
+    # The floors keep a typo from rejecting every browser: a session cookie
+    # and a signed launch URL take a few hundred bytes each.
+    max_request_line: int = Field(default=8190, ge=1024)
+    max_header_field: int = Field(default=8190, ge=1024)
+    max_headers: int = Field(default=100, ge=16)
+
+
 class GatewayConfig(Section):
     """Contents of ``gateway.yaml``."""
 
@@ -246,6 +274,7 @@ class GatewayConfig(Section):
     upstream_signing_keys: list[Key] = Field(min_length=1)
     link_cache: LinkCacheConfig = LinkCacheConfig()
     forms: FormsConfig = FormsConfig()
+    limits: LimitsConfig = LimitsConfig()
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
 

@@ -16,7 +16,7 @@ import aiohttp
 from aiohttp import hdrs, web
 from yarl import URL
 
-from gateway.errors import UpstreamFailed, UpstreamTimeout
+from gateway.errors import BadRequest, UpstreamFailed, UpstreamTimeout
 from gateway.logs import upstream_logger
 from gateway.middleware.headers import request_headers, response_headers
 from gateway.signature import SIGNATURE_HEADER, sign_request
@@ -93,7 +93,13 @@ class Proxy:
         self._base = base_url.rstrip("/")
         self._key = signing_key
         self._timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=connect_timeout, sock_read=read_timeout
+            total=None,
+            # aiohttp's connect timeout includes the wait for a free pool
+            # connection, which is otherwise unbounded: with a full pool,
+            # a request gets 504 after this instead of hanging.
+            connect=max(connect_timeout, read_timeout),
+            sock_connect=connect_timeout,
+            sock_read=read_timeout,
         )
         self.last_latency: float = 0.0
 
@@ -184,6 +190,10 @@ class Proxy:
             except aiohttp.ClientError as exc:
                 if isinstance(exc.__cause__, _BodyTooLarge):
                     raise _too_large(request, request.client_max_size + 1) from exc
+                if request.content.exception() is not None:
+                    # The browser's body broke off or failed to parse, so the
+                    # upload failed on the gateway's side, not upstream's.
+                    raise BadRequest("request_body_invalid") from exc
                 upstream_logger.error(
                     "upstream request failed",
                     extra={"event": "upstream_failed", "error": type(exc).__name__},

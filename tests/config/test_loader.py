@@ -217,6 +217,14 @@ GATEWAY_DEFAULTS = [
     pytest.param(("forms", "account_attempts", "per"), 900.0, id="account-per"),
     pytest.param(("forms", "client_attempts", "limit"), 50, id="client-limit"),
     pytest.param(("forms", "client_attempts", "per"), 900.0, id="client-per"),
+    pytest.param(("limits", "header_timeout"), 10.0, id="limits-header-timeout"),
+    pytest.param(("limits", "keepalive_timeout"), 15.0, id="limits-keepalive-timeout"),
+    pytest.param(("limits", "body_timeout"), 20.0, id="limits-body-timeout"),
+    pytest.param(("limits", "body_min_rate"), 500, id="limits-body-min-rate"),
+    pytest.param(("limits", "max_body_size"), 10 * 1024 * 1024, id="limits-max-body"),
+    pytest.param(("limits", "max_request_line"), 8190, id="limits-max-request-line"),
+    pytest.param(("limits", "max_header_field"), 8190, id="limits-max-header-field"),
+    pytest.param(("limits", "max_headers"), 100, id="limits-max-headers"),
     pytest.param(("views",), DEFAULT_VIEWS, id="views"),
     pytest.param(("tenants_file",), None, id="tenants-file"),
 ]
@@ -1647,3 +1655,57 @@ def test_config_error_message_lists_problems(files: Files) -> None:
     failure = files.failure(gateway=GATEWAY + "colour: red\nshade: blue\n")
 
     assert str(failure).splitlines() == failure.problems
+
+
+# --- limits -----------------------------------------------------------------------
+
+
+def with_limits(line: str) -> str:
+    return GATEWAY + f"limits:\n  {line}\n"
+
+
+def test_limits_read(files: Files) -> None:
+    config = files.load(gateway=with_limits("header_timeout: 2s"))
+
+    assert config.gateway.limits.header_timeout == 2.0
+
+
+def test_limits_unknown_key(files: Files) -> None:
+    gateway = with_limits("max_header_count: 50")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "max_header_count", "limits.max_header_count")
+    )
+    assert "unknown key 'max_header_count'" in problem
+
+
+def test_limits_zero_timeout(files: Files) -> None:
+    gateway = with_limits("body_timeout: 0s")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "body_timeout", "limits.body_timeout")
+    )
+
+
+def test_limits_size_as_text(files: Files) -> None:
+    gateway = with_limits('max_body_size: "10485760"')
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "max_body_size", "limits.max_body_size")
+    )
+
+
+def test_limits_header_floor(files: Files) -> None:
+    gateway = with_limits("max_header_field: 100")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "max_header_field", "limits.max_header_field")
+    )
