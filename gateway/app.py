@@ -83,6 +83,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 settings.upstream.api_base,
                 settings.upstream.api_token.text(),
                 settings.upstream.timeout,
+                observe=metrics.upstream_latency.labels("api").observe,
             ),
             proxy=Proxy(
                 http,
@@ -90,6 +91,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 settings.upstream_signing_keys[0].reveal(),
                 connect_timeout=settings.upstream.connect_timeout,
                 read_timeout=settings.upstream.timeout,
+                observe=metrics.upstream_latency.labels("proxy").observe,
             ),
             attempts=AttemptLimiter(
                 redis,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -38,8 +40,15 @@ class MedimoApi:
     """Calls the upstream API with its bearer token over the shared client session."""
 
     def __init__(
-        self, session: aiohttp.ClientSession, base_url: str, token: str, timeout: float
+        self,
+        session: aiohttp.ClientSession,
+        base_url: str,
+        token: str,
+        timeout: float,
+        observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        """``observe`` receives the seconds each call took until its answer."""
+        self._observe = observe
         self._session = session
         self._base = base_url.rstrip("/") + "/gateway-api/v1"
         self._headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
@@ -48,6 +57,7 @@ class MedimoApi:
     async def _call(
         self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None
     ) -> tuple[int, Any]:
+        started = time.monotonic()
         try:
             async with self._session.request(
                 method,
@@ -58,6 +68,7 @@ class MedimoApi:
                 timeout=self._timeout,
                 allow_redirects=False,
             ) as response:
+                self._observe(time.monotonic() - started)
                 body = await response.json(content_type=None) if response.status < 500 else None
                 return response.status, body
         except asyncio.TimeoutError as exc:

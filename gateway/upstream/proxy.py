@@ -88,7 +88,9 @@ class Proxy:
         *,
         connect_timeout: float,
         read_timeout: float,
+        observe: Callable[[float], None] = lambda seconds: None,
     ) -> None:
+        self._observe = observe
         self._session = session
         self._base = base_url.rstrip("/")
         self._key = signing_key
@@ -101,7 +103,6 @@ class Proxy:
             sock_connect=connect_timeout,
             sock_read=read_timeout,
         )
-        self.last_latency: float = 0.0
 
     def _headers(
         self, request: web.Request, target: str, identity: Mapping[str, str], client_ip: str
@@ -139,7 +140,7 @@ class Proxy:
         started = time.monotonic()
         upstream = await self._send(request, url, target, identity, client_ip, has_body)
         try:
-            self.last_latency = time.monotonic() - started
+            self._observe(time.monotonic() - started)
             return await self._relay(request, upstream, decorate)
         finally:
             upstream.release()

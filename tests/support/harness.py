@@ -218,6 +218,11 @@ class GatewayHarness:
         return f"https://localhost:{self.running.port}"
 
     @property
+    def admin_url(self) -> str:
+        assert self.running is not None and self.running.admin_port is not None
+        return f"http://127.0.0.1:{self.running.admin_port}"
+
+    @property
     def port(self) -> int:
         assert self.running is not None
         return self.running.port
