@@ -13,14 +13,18 @@ import asyncio
 import socket
 import ssl
 from asyncio import sslproto
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_runner import BaseSite
 
+from gateway import proxy_protocol
+from gateway.config.types import IPNetwork
 from gateway.logs import tls_logger
+from gateway.middleware.scope import normalise_address
+from gateway.proxy_protocol import ProxyHeader, ProxyHeaderError
 
 SslContextSource = Callable[[], ssl.SSLContext]
 #: Creates the request handler of one connection; a ``web.Server`` is one.
@@ -82,6 +86,9 @@ async def _start_tls(
     protocol: asyncio.Protocol,
     context: ssl.SSLContext,
     timeout: float,
+    *,
+    early: bytes = b"",
+    peername: tuple[str, int] | None = None,
 ) -> asyncio.Transport:
     """Run a server-side handshake on ``transport``, as ``loop.start_tls`` does.
 
@@ -99,9 +106,19 @@ async def _start_tls(
         ssl_handshake_timeout=timeout,
         call_connection_made=False,
     )
+    if peername is not None:
+        # The client named by a balancer's PROXY header replaces the TCP peer
+        # for everything that asks the TLS transport, aiohttp included.
+        tls._extra["peername"] = peername  # type: ignore[attr-defined]
+        tls._extra["balancer"] = transport.get_extra_info("peername")  # type: ignore[attr-defined]
+
+    def connect() -> None:
+        tls.connection_made(transport)
+        _feed(tls, early)
+
     transport.pause_reading()
     transport.set_protocol(tls)
-    made = loop.call_soon(tls.connection_made, transport)
+    made = loop.call_soon(connect)
     resumed = loop.call_soon(transport.resume_reading)
     try:
         await waiter
@@ -113,6 +130,24 @@ async def _start_tls(
     return tls._app_transport  # type: ignore[attr-defined,no-any-return]
 
 
+def _feed(protocol: asyncio.BufferedProtocol, data: bytes) -> None:
+    """Hand bytes read before TLS (after a PROXY header) to the TLS protocol."""
+    view = memoryview(data)
+    while view:
+        buffer = protocol.get_buffer(len(view))
+        size = min(len(buffer), len(view))
+        buffer[:size] = view[:size]
+        protocol.buffer_updated(size)
+        view = view[size:]
+
+
+def _from_balancer(peer: Any, balancers: Sequence[IPNetwork]) -> bool:
+    address = normalise_address(str(peer[0])) if peer else None
+    return address is not None and any(
+        address.version == network.version and address in network for network in balancers
+    )
+
+
 class TlsAcceptor(asyncio.Protocol):
     """Accepts one TCP connection, runs the TLS handshake, then hands over."""
 
@@ -122,12 +157,17 @@ class TlsAcceptor(asyncio.Protocol):
         contexts: SslContextSource,
         handshake_timeout: float,
         on_handshake_failed: Callable[[str], None] | None = None,
+        balancers: Sequence[IPNetwork] = (),
     ) -> None:
         self._server = server
         self._contexts = contexts
         self._timeout = handshake_timeout
         self._on_failed = on_handshake_failed
+        self._balancers = balancers
         self._task: asyncio.Task[None] | None = None
+        # Bytes that arrive before TLS starts: a PROXY header, then TLS.
+        self._early = bytearray()
+        self._arrived = asyncio.Event()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -138,13 +178,59 @@ class TlsAcceptor(asyncio.Protocol):
         if self._task is not None and not self._task.done():
             self._task.cancel()
 
+    def data_received(self, data: bytes) -> None:
+        self._early.extend(data)
+        self._arrived.set()
+
+    def eof_received(self) -> bool | None:
+        self._arrived.set()
+        return None
+
+    async def _read_proxy_header(
+        self, transport: asyncio.Transport, peer_text: str
+    ) -> ProxyHeader | None:
+        """Read a balancer's PROXY header; None after closing a bad connection."""
+        try:
+            async with asyncio.timeout(self._timeout):
+                while True:
+                    header = proxy_protocol.parse(bytes(self._early))
+                    if header is not None:
+                        return header
+                    self._arrived.clear()
+                    if transport.is_closing():
+                        raise ProxyHeaderError("the connection closed before the header")
+                    await self._arrived.wait()
+        except (ProxyHeaderError, TimeoutError) as exc:
+            reason = str(exc) if isinstance(exc, ProxyHeaderError) else "no header in time"
+            tls_logger.warning(
+                "proxy protocol header rejected",
+                extra={"event": "proxy_header_rejected", "peer": peer_text, "error": reason},
+            )
+            transport.abort()
+            return None
+
     async def _upgrade(self, transport: asyncio.Transport) -> None:
         peer = transport.get_extra_info("peername")
         peer_text = f"{peer[0]}:{peer[1]}" if peer else "unknown"
+        client: tuple[str, int] | None = None
+        early = b""
+        if self._balancers and _from_balancer(peer, self._balancers):
+            # SECURITY: only a configured balancer may name the client; for
+            # anyone else a PROXY header is just bytes that fail the handshake.
+            header = await self._read_proxy_header(transport, peer_text)
+            if header is None:
+                return
+            early = bytes(self._early[header.size :])
+            if header.client is not None:
+                client = (str(header.client[0]), header.client[1])
+        elif self._early:
+            early = bytes(self._early)
         buffer = _Buffer()
         loop = asyncio.get_running_loop()
         try:
-            tls = await _start_tls(transport, buffer, self._contexts(), self._timeout)
+            tls = await _start_tls(
+                transport, buffer, self._contexts(), self._timeout, early=early, peername=client
+            )
         except asyncio.CancelledError:
             transport.abort()
             raise
@@ -183,6 +269,7 @@ class MutualTlsSite(BaseSite):
     """
 
     __slots__ = (
+        "_balancers",
         "_contexts",
         "_handlers",
         "_handshake_timeout",
@@ -204,8 +291,10 @@ class MutualTlsSite(BaseSite):
         sock: socket.socket | None = None,
         backlog: int = 128,
         handlers: HandlerFactory | None = None,
+        balancers: Sequence[IPNetwork] = (),
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        self._balancers = balancers
         self._handlers = handlers
         self._host = host
         self._port = port
@@ -228,7 +317,11 @@ class MutualTlsSite(BaseSite):
 
         def factory() -> TlsAcceptor:
             return TlsAcceptor(
-                handlers, self._contexts, self._handshake_timeout, self._on_failed
+                handlers,
+                self._contexts,
+                self._handshake_timeout,
+                self._on_failed,
+                self._balancers,
             )
 
         if self._sock is not None:

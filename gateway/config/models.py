@@ -270,6 +270,8 @@ class GatewayConfig(Section):
     # read from the folder of gateway.yaml.
     database: DatabaseConfig = Field(default={}, validate_default=True)
     trusted_proxies: list[Network] = Field(default_factory=list)
+    #: L4 load balancers that must send a PROXY protocol header (v1 or v2).
+    balancers: list[Network] = Field(default_factory=list)
     session: SessionConfig
     upstream_signing_keys: list[Key] = Field(min_length=1)
     link_cache: LinkCacheConfig = LinkCacheConfig()
