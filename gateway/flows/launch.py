@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import MultiMapping
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.flows.admission import admit
@@ -21,7 +22,7 @@ from gateway.config.loader import Tenant
 from gateway.flows import launch_signature
 from gateway.flows.cookies import see_other, set_pending_cookie
 from gateway.flows.login import end_browser_session, log_in
-from gateway.logs import auth_logger
+from gateway.logs import auth_logger, server_logger
 from gateway.middleware.scope import SCOPE
 from gateway.state import GATEWAY
 
@@ -102,6 +103,23 @@ async def _find_client(request: web.Request, tenant: Tenant, params: LaunchParam
     return outcome, client_id
 
 
+async def _record_use(request: web.Request, tenant: str, ysis_user: str) -> None:
+    """Set the link's last use; a database outage must not stop the login."""
+    gateway = request.app[GATEWAY]
+    try:
+        await gateway.links.touch(tenant, ysis_user, gateway.utcnow())
+    except SQLAlchemyError as exc:
+        server_logger.error(
+            "recording the last use of a link failed",
+            extra={
+                "event": "link_touch_failed",
+                "request_id": request[SCOPE].request_id,
+                "tenant": tenant,
+                "error": type(exc).__name__,
+            },
+        )
+
+
 async def launch(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
@@ -146,7 +164,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
         },
     )
     if link is not None and not tenant.config.confirm_password:
-        await gateway.links.touch(tenant.name, params.user_id, gateway.utcnow())
+        await _record_use(request, tenant.name, params.user_id)
         return await log_in(
             request,
             tenant,

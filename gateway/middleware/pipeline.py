@@ -20,8 +20,14 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from cryptography import x509
+from sqlalchemy.exc import SQLAlchemyError
 
-from gateway.errors import BadRequest, GatewayError, MisdirectedRequest
+from gateway.errors import (
+    BadRequest,
+    GatewayError,
+    MisdirectedRequest,
+    ServiceUnavailable,
+)
 from gateway.flows.cookies import expire_sent_cookies
 from gateway.logs import access_logger, auth_logger, server_logger
 from gateway.metrics import ROUTE_CLASSES, launch_outcome
@@ -138,6 +144,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return page
     except asyncio.CancelledError:
         raise
+    except SQLAlchemyError as exc:
+        # The database is down or refused the statement: a degraded mode, so
+        # the page says to try again later instead of showing a failure.
+        error = ServiceUnavailable("database_unavailable", detail=type(exc).__name__)
+        _log_refusal(request, error)
+        return error_page(request, error.status, scope.request_id)
     except Exception:
         scope.outcome = "internal_error"
         server_logger.exception(

@@ -108,6 +108,17 @@ async def _admin(statement: str) -> None:
         await connection.close()
 
 
+async def refuse_connections(url: str, refuse: bool) -> None:
+    """Make a test database refuse new connections and end its open ones, or undo it."""
+    name = url.rsplit("/", 1)[1]
+    allowed = "false" if refuse else "true"
+    await _admin(f'ALTER DATABASE "{name}" WITH ALLOW_CONNECTIONS {allowed}')
+    if refuse:
+        await _admin(
+            f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+        )
+
+
 @contextlib.contextmanager
 def postgres_database() -> Iterator[str]:
     """Create an empty database, yield its SQLAlchemy URL, then drop it."""
