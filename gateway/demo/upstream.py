@@ -26,6 +26,10 @@ headers, so nothing like them belongs in a real upstream:
 - ``/demo/slow?seconds=N``: 200 after ``N`` seconds, at most 30.
 - ``/demo/stream?chunks=N``: ``N`` chunks of 1 KiB with chunked encoding.
 - ``/demo/gzip``: a gzip-compressed text body with ``Content-Encoding: gzip``.
+- ``/demo/ws``: a WebSocket that first sends the identity headers of its
+  handshake as JSON, then echoes every text and binary message.
+- ``/demo/upgrade``: answers 101 to a plain request, as a broken server
+  might.
 
 Run it with::
 
@@ -48,7 +52,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from aiohttp import hdrs, web
+from aiohttp import WSMsgType, hdrs, web
 from aiohttp.typedefs import Handler
 
 from gateway.signature import IDENTITY_HEADERS, SIGNATURE_HEADER, verify_request
@@ -352,12 +356,15 @@ async def handle_whoami(request: web.Request) -> web.Response:
     A header sent more than once is joined with ", " as HTTP allows. That only
     happens with the signature check off, because the check rejects repeats.
     """
-    received = {
+    return web.json_response(_identity_headers(request))
+
+
+def _identity_headers(request: web.Request) -> dict[str, str]:
+    return {
         name: ", ".join(request.headers.getall(name))
         for name in WHOAMI_HEADERS
         if name in request.headers
     }
-    return web.json_response(received)
 
 
 # Demo helpers
@@ -459,6 +466,23 @@ async def handle_stream(request: web.Request) -> web.StreamResponse:
 
     await response.write_eof()
     return response
+
+
+async def handle_websocket(request: web.Request) -> web.StreamResponse:
+    """Send the handshake's identity headers, then echo each message."""
+    socket = web.WebSocketResponse(protocols=("demo",))
+    await socket.prepare(request)
+    await socket.send_json(_identity_headers(request))
+    async for message in socket:
+        if message.type == WSMsgType.TEXT:
+            await socket.send_str(message.data)
+        elif message.type == WSMsgType.BINARY:
+            await socket.send_bytes(message.data)
+    return socket
+
+
+async def handle_unasked_upgrade(request: web.Request) -> web.Response:
+    return web.Response(status=101, headers={"Upgrade": "h2c", "Connection": "Upgrade"})
 
 
 async def handle_gzip(request: web.Request) -> web.Response:
@@ -690,6 +714,8 @@ def _add_demo_helpers(app: web.Application) -> None:
     app.router.add_get("/demo/slow", handle_slow)
     app.router.add_get("/demo/stream", handle_stream)
     app.router.add_get("/demo/gzip", handle_gzip)
+    app.router.add_get("/demo/ws", handle_websocket)
+    app.router.add_get("/demo/upgrade", handle_unasked_upgrade)
 
 
 def create_app(

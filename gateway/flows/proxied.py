@@ -15,6 +15,10 @@ from gateway.flows.login import session_from_cookie
 from gateway.middleware.scope import SCOPE
 from gateway.session.sessions import Session, expiry_reason, touched
 from gateway.state import GATEWAY
+from gateway.upstream.websocket import check_websocket_origin, is_websocket
+
+#: Seconds between two session checks of an open WebSocket.
+WEBSOCKET_RECHECK = 1.0
 
 #: Path prefixes the gateway owns or keeps to itself, so nothing below them
 #: goes upstream. The upstream API is for the gateway's bearer token alone.
@@ -75,6 +79,16 @@ def require_session(request: web.Request) -> ActiveSession:
     return ActiveSession(session, tenant, touched(session, limits, now_ms))
 
 
+def _still_valid(request: web.Request, session: Session) -> bool:
+    """Tell whether an open WebSocket's session may go on."""
+    gateway = request.app[GATEWAY]
+    tenant = gateway.tenant(session.tenant)
+    if tenant is None or gateway.revocations.is_revoked(session):
+        return False
+    lifetime_ms = gateway.lifetimes(tenant).lifetime * 1000
+    return gateway.now_ms() - session.issued_at <= lifetime_ms
+
+
 def reissue(request: web.Request, active: ActiveSession, response: web.StreamResponse) -> None:
     """Set the re-issued session cookie on a response, when one is due."""
     if active.refreshed is not None:
@@ -113,9 +127,19 @@ async def proxied(request: web.Request) -> web.StreamResponse:
 
     active = require_session(request)
     scope.outcome = "proxied"
+    identity = identity_headers(active.session, scope.request_id)
+    if is_websocket(request):
+        check_websocket_origin(request)
+        return await gateway.proxy.websocket(
+            request,
+            identity,
+            str(scope.client),
+            still_valid=lambda: _still_valid(request, active.session),
+            recheck=WEBSOCKET_RECHECK,
+        )
     return await gateway.proxy.forward(
         request,
-        identity_headers(active.session, scope.request_id),
+        identity,
         str(scope.client),
         lambda response: reissue(request, active, response),
     )

@@ -14,9 +14,11 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 import aiohttp
 from aiohttp import hdrs, web
+from multidict import CIMultiDict
 from yarl import URL
 
 from gateway.errors import BadRequest, UpstreamFailed, UpstreamTimeout
+from gateway.upstream.websocket import HANDSHAKE_HEADERS, relay_websocket
 from gateway.logs import upstream_logger
 from gateway.middleware.headers import request_headers, response_headers
 from gateway.signature import SIGNATURE_HEADER, sign_request
@@ -119,6 +121,31 @@ class Proxy:
         headers.add(SIGNATURE_HEADER, sign_request(self._key, request.method, target, identity))
         return headers
 
+    async def websocket(
+        self,
+        request: web.Request,
+        identity: Mapping[str, str],
+        client_ip: str,
+        *,
+        still_valid: Callable[[], bool],
+        recheck: float,
+    ) -> web.StreamResponse:
+        """Relay a WebSocket to upstream with signed identity headers."""
+        target = request.rel_url.raw_path_qs
+        headers = CIMultiDict(self._headers(request, target, identity, client_ip))
+        for name in HANDSHAKE_HEADERS:
+            headers.popall(name, None)
+        return await relay_websocket(
+            request,
+            self._session,
+            self._base + target,
+            headers,
+            timeout=self._timeout.sock_read or 30.0,
+            max_message=request.client_max_size,
+            still_valid=still_valid,
+            recheck=recheck,
+        )
+
     async def forward(
         self,
         request: web.Request,
@@ -208,6 +235,14 @@ class Proxy:
         upstream: aiohttp.ClientResponse,
         decorate: Callable[[web.StreamResponse], None] | None,
     ) -> web.StreamResponse:
+        if upstream.status == 101:
+            # SECURITY: the gateway sent no Upgrade, so a 101 would hand the
+            # raw connection to upstream with nothing checked after it.
+            upstream_logger.error(
+                "upstream switched protocols unasked",
+                extra={"event": "upstream_unexpected_upgrade"},
+            )
+            raise UpstreamFailed("upstream_unexpected_upgrade")
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
         for name, value in response_headers(upstream.headers):
             response.headers.add(name, value)
