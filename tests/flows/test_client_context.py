@@ -137,6 +137,8 @@ async def test_client_survives_link_form(gateway: GatewayHarness) -> None:
         pytest.param("%2F%2Fevil", {}, "/", id="encoded-slashes"),
         pytest.param("javascript:alert(1)", {}, "/", id="javascript"),
         pytest.param("default\r\nSet-Cookie: x=1", {}, "/", id="crlf"),
+        pytest.param("default%0d%0aSet-Cookie:%20x=1", {}, "/", id="crlf-encoded"),
+        pytest.param("default%250d%250aSet-Cookie:%2520x=1", {}, "/", id="crlf-double-encoded"),
         pytest.param("default\u2028", {}, "/", id="line-separator"),
         pytest.param("/sso/logout", {}, "/", id="gateway-path"),
         pytest.param("https://localhost/sso/ysis/zuid", {}, "/", id="other-tenant"),
