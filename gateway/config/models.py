@@ -29,12 +29,15 @@ from gateway.config.types import (
     MIN_KEY_BYTES,
     Duration,
     Network,
+    Retention,
+    RetentionPeriod,
     Secret,
     Window,
     resolve_secret,
 )
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 #: The deeplink targets Medimo knows, each with its default upstream path.
 DEFAULT_VIEWS: dict[str, str] = {
@@ -215,6 +218,27 @@ class FormsConfig(Section):
     client_attempts: AttemptLimit = _attempt_limit(50, "15m")
 
 
+class SsoLogConfig(Section):
+    """The SSO log: one hash-chained table in the database for every instance."""
+
+    #: Rows logged longer ago than this are purged.
+    retention: Retention = RetentionPeriod(5, "y")
+    #: Name of this instance in the log. The default is host name and process ID.
+    instance: str | None = None
+    #: Maximum number of entries that wait for the database. Further ones are dropped.
+    queue_size: int = Field(default=10_000, ge=100, le=1_000_000)
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, name: str | None) -> str | None:
+        if name is not None and not INSTANCE_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid instance name: use 1 to 64 letters, "
+                "digits, '.', '_' and '-', starting with a letter or digit"
+            )
+        return name
+
+
 class GatewayConfig(Section):
     """Contents of ``gateway.yaml``."""
 
@@ -231,6 +255,7 @@ class GatewayConfig(Section):
     upstream_signing_keys: list[Key] = Field(min_length=1)
     link_cache: LinkCacheConfig = LinkCacheConfig()
     forms: FormsConfig = FormsConfig()
+    sso_log: SsoLogConfig = SsoLogConfig()
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
 
