@@ -1,17 +1,21 @@
-"""The SSO log store on SQLite and PostgreSQL: chain, verify, purge, filters."""
+"""The SSO log on SQLite and PostgreSQL: chain, verify, purge, filters, writer."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
 
 import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from gateway.config.types import RetentionPeriod
 from gateway.ssolog.entry import GENESIS_HASH, Entry, Row, chain_hash
 from gateway.ssolog.store import LogQuery, SqlSsoLog
+from gateway.ssolog.writer import BATCH_SIZE, SsoLogWriter
 from gateway.storage.database import create_engine, upgrade
 
 START = datetime(2026, 3, 2, 8, 30, 15, 123456, tzinfo=UTC)
@@ -463,3 +467,169 @@ async def test_rows_limit_after_filter(mixed: SqlSsoLog) -> None:
 
 def timezone_plus(hours: int) -> timezone:
     return timezone(timedelta(hours=hours))
+
+
+# --- the writer --------------------------------------------------------------
+
+
+def new_writer(log: SqlSsoLog, **options: Any) -> SsoLogWriter:
+    """Return a writer with short pauses whose clock stands at START."""
+    settings: dict[str, Any] = {
+        "queue_size": 1000,
+        "retention": RetentionPeriod(1, "d"),
+        "now": lambda: START,
+        "first_pause": 0.05,
+        "max_pause": 0.2,
+        "flush_timeout": 5.0,
+    }
+    settings.update(options)
+    return SsoLogWriter(log, **settings)
+
+
+@pytest.fixture
+async def writer(log: SqlSsoLog) -> AsyncIterator[SsoLogWriter]:
+    """A started writer from ``new_writer``, stopped after the test."""
+    started = new_writer(log)
+    await started.start()
+    yield started
+    await started.stop()
+
+
+async def rename_table(engine: AsyncEngine, old: str, new: str) -> None:
+    async with engine.begin() as connection:
+        await connection.execute(text(f"ALTER TABLE {old} RENAME TO {new}"))
+
+
+def logged(caplog: pytest.LogCaptureFixture, event: str) -> list[logging.LogRecord]:
+    return [
+        record for record in caplog.records if getattr(record, "event", "") == event
+    ]
+
+
+async def test_writer_appends_queue(writer: SsoLogWriter, log: SqlSsoLog) -> None:
+    writer.record(launch(0))
+    writer.record(launch(1))
+
+    await asyncio.wait_for(writer.flush(), 5)
+
+    assert [row.entry.logged_at for row in await all_rows(log)] == [
+        START,
+        START + timedelta(minutes=1),
+    ]
+
+
+async def test_writer_keeps_order_across_batches(
+    writer: SsoLogWriter, log: SqlSsoLog
+) -> None:
+    for number in range(BATCH_SIZE + 50):
+        writer.record(launch(number, ysis_user=f"ysis-{number}"))
+        if number % 40 == 0:
+            await asyncio.sleep(0)
+
+    await asyncio.wait_for(writer.flush(), 10)
+
+    rows = await all_rows(log)
+    assert [row.entry.ysis_user for row in rows] == [
+        f"ysis-{number}" for number in range(BATCH_SIZE + 50)
+    ]
+    assert (await log.verify()).problem is None
+
+
+async def test_writer_retries_until_table_back(
+    writer: SsoLogWriter,
+    log: SqlSsoLog,
+    engine: AsyncEngine,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await rename_table(engine, "sso_log", "sso_log_away")
+    writer.record(launch(0))
+    writer.record(launch(1))
+    await asyncio.sleep(0.5)
+    waiting = writer.pending
+
+    await rename_table(engine, "sso_log_away", "sso_log")
+    await asyncio.wait_for(writer.flush(), 5)
+
+    assert waiting == 2
+    assert len(await all_rows(log)) == 2
+    assert len(logged(caplog, "sso_log_write_failed")) == 1
+    assert len(logged(caplog, "sso_log_recovered")) == 1
+
+
+async def test_writer_drops_when_queue_full(
+    log: SqlSsoLog, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = new_writer(log, queue_size=100)
+    await writer.start()
+    await rename_table(engine, "sso_log", "sso_log_away")
+    writer.record(launch(0))
+    await asyncio.sleep(0.1)
+    # One entry waits in the failed batch, and the queue takes 100 more.
+    for number in range(1, 106):
+        writer.record(launch(number))
+
+    await rename_table(engine, "sso_log_away", "sso_log")
+    await asyncio.wait_for(writer.flush(), 5)
+    await writer.stop()
+
+    rows = await all_rows(log)
+    assert len(rows) == 102
+    dropped = rows[-1].entry
+    assert dropped.event == "entries_dropped"
+    assert dropped.detail == "dropped 5 entries because the queue was full"
+    assert len(logged(caplog, "sso_log_entry_dropped")) == 1
+
+
+async def test_writer_stop_flushes(log: SqlSsoLog) -> None:
+    writer = new_writer(log)
+    await writer.start()
+    writer.record(launch(0))
+    writer.record(launch(1))
+
+    await writer.stop()
+
+    assert len(await all_rows(log)) == 2
+
+
+async def test_writer_stop_gives_up(
+    log: SqlSsoLog, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer = new_writer(log, flush_timeout=0.5)
+    await writer.start()
+    await rename_table(engine, "sso_log", "sso_log_away")
+    writer.record(launch(0))
+
+    await writer.stop()
+
+    (lost,) = logged(caplog, "sso_log_lost")
+    assert lost.entries == 1  # type: ignore[attr-defined]
+
+
+async def test_writer_purges_at_start(log: SqlSsoLog) -> None:
+    # Logged three days before the writer's clock, past a one-day retention.
+    await log.append([launch(0)])
+    writer = new_writer(log, now=lambda: START + timedelta(days=3))
+
+    await writer.start()
+    for _ in range(100):
+        rows = await all_rows(log)
+        if rows[0].entry.event == "log_purged":
+            break
+        await asyncio.sleep(0.05)
+    await writer.stop()
+
+    assert [row.entry.event for row in rows] == ["log_purged"]
+    assert rows[0].entry.logged_at == START + timedelta(days=3)
+    assert rows[0].entry.operator is None
+
+
+async def test_writer_skips_invalid_entry(
+    writer: SsoLogWriter, log: SqlSsoLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    writer.record(Entry("no_such_event", START))
+    writer.record(launch(0))
+
+    await asyncio.wait_for(writer.flush(), 5)
+
+    assert [row.entry.event for row in await all_rows(log)] == ["launch"]
+    assert any("invalid SSO log entry" in record.message for record in caplog.records)
