@@ -23,6 +23,7 @@ from gateway.flows.cookies import see_other, set_pending_cookie
 from gateway.flows.login import end_browser_session, log_in
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
+from gateway.ssolog.events import record
 from gateway.state import GATEWAY
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
@@ -114,6 +115,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
 
     values = await read_parameters(request)
     params = parse_parameters(values)
+    scope.ysis_user = params.user_id
     if tenant.config.launch_signature:
         assert tenant.config.launch_secret is not None
         await launch_signature.verify(
@@ -126,6 +128,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
 
     outcome, client_id = await _find_client(request, tenant, params)
     link = await gateway.links.get(tenant.name, params.user_id)
+    scope.account = link.medimo_account if link is not None else None
     if link is None and not tenant.config.allow_self_link:
         raise Forbidden(
             "self_link_not_allowed",
@@ -142,8 +145,19 @@ async def launch(request: web.Request) -> web.StreamResponse:
             "ysis_user": params.user_id,
             "linked": link is not None,
             "client_lookup": outcome,
-            "ended_session": previous,
+            "ended_session": previous is not None,
         },
+    )
+    # SECURITY: the BSN is never logged, only how the client lookup ended.
+    record(
+        request,
+        "launch",
+        tenant=tenant.name,
+        ysis_user=params.user_id,
+        medimo_account=scope.account,
+        medimo_client=client_id,
+        client_lookup=outcome,
+        outcome="linked" if link is not None else "not_linked",
     )
     if link is not None and not tenant.config.confirm_password:
         await gateway.links.touch(tenant.name, params.user_id, gateway.utcnow())

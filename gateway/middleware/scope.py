@@ -32,6 +32,10 @@ class RequestScope:
     outcome: str | None = None
     #: Expire the gateway cookies the browser sent, unless the response sets them.
     expire_cookies: bool = False
+    #: Ysis user and Medimo account the request acts for, once a launch, a
+    #: pending launch or a session names them. The SSO log records them.
+    ysis_user: str | None = None
+    account: str | None = None
 
 
 SCOPE = web.RequestKey("scope", RequestScope)
