@@ -29,7 +29,7 @@ from gateway.flows.attempt_limits import Attempt, account_key, client_key, usern
 from gateway.flows.admission import admit
 from gateway.flows.body import read_urlencoded
 from gateway.flows.cookies import check_origin
-from gateway.flows.login import log_in
+from gateway.flows.login import log_in, note_link_use
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
 from gateway.pages.render import page
@@ -246,7 +246,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     if link is None or link.medimo_account != pending.account:
         raise FormRejected("link_changed", tenant=tenant.name)
     await _use_up(request, pending, tenant)
-    await gateway.links.touch(tenant.name, pending.ysis_user, gateway.utcnow())
+    await note_link_use(gateway, tenant.name, pending.ysis_user)
     return await log_in(
         request,
         tenant,

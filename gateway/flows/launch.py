@@ -20,7 +20,7 @@ from gateway.flows.body import read_urlencoded
 from gateway.config.loader import Tenant
 from gateway.flows import launch_signature
 from gateway.flows.cookies import see_other, set_pending_cookie
-from gateway.flows.login import end_browser_session, log_in
+from gateway.flows.login import end_browser_session, log_in, note_link_use
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
 from gateway.ssolog.events import record
@@ -160,7 +160,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
         outcome="linked" if link is not None else "not_linked",
     )
     if link is not None and not tenant.config.confirm_password:
-        await gateway.links.touch(tenant.name, params.user_id, gateway.utcnow())
+        await note_link_use(gateway, tenant.name, params.user_id)
         return await log_in(
             request,
             tenant,

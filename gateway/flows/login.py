@@ -6,10 +6,11 @@ import datetime as dt
 from urllib.parse import quote
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config.loader import Tenant
 from gateway.flows.cookies import expire_cookie, see_other, set_session_cookie
-from gateway.logs import auth_logger
+from gateway.logs import LogThrottle, auth_logger
 from gateway.middleware.scope import SCOPE
 from gateway.session.codec import PENDING_COOKIE, SESSION_COOKIE, BadCookie
 from gateway.session.sessions import Session
@@ -39,6 +40,32 @@ def landing_path(gateway: Gateway, tenant: Tenant, view: str | None, client_id: 
         )
         wanted = "default"
     return views[wanted].replace("{client_id}", quote(client_id or "", safe=""))
+
+
+_touch_throttle = LogThrottle()
+
+
+async def note_link_use(gateway: Gateway, tenant: str, ysis_user: str) -> None:
+    """Set the link's ``last_used_at``; a database error does not stop the login.
+
+    The link itself may come from the Redis cache, so a login can go on
+    while the database is down. Only the time of last use is then lost.
+    """
+    try:
+        await gateway.links.touch(tenant, ysis_user, gateway.utcnow())
+    except (SQLAlchemyError, OSError) as error:
+        held_back = _touch_throttle.allow()
+        if held_back is not None:
+            auth_logger.warning(
+                "last use of a link not written",
+                extra={
+                    "event": "link_touch_failed",
+                    "tenant": tenant,
+                    "ysis_user": ysis_user,
+                    "error": repr(error)[:500],
+                    "not_logged": held_back,
+                },
+            )
 
 
 def session_from_cookie(request: web.Request) -> Session | None:

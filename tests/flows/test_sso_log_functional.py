@@ -18,12 +18,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
 from gateway.ssolog.entry import Entry, Row
 from gateway.ssolog.store import SqlSsoLog
 from gateway.state import GATEWAY
 from gateway.storage.database import create_engine, upgrade
 from tests.support.harness import GatewayHarness, form_fields, launch, post_form
+from tests.support.relay import TcpRelay
 
 MakeGateway = Callable[..., Awaitable[GatewayHarness]]
 
@@ -591,3 +593,31 @@ async def wait_for_event(gateway: GatewayHarness, event: str) -> list[Row]:
             return rows
         await asyncio.sleep(0.1)
     raise AssertionError(f"no {event} row within 10 s: {rows}")
+
+
+@pytest.mark.postgres
+async def test_cached_login_with_database_down(
+    postgres_database_url: str, make_gateway: MakeGateway
+) -> None:
+    url = make_url(postgres_database_url)
+    relay = TcpRelay(url.host or "127.0.0.1", url.port or 5432)
+    port = await relay.start()
+    relayed = url.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    gateway = await make_gateway(database_url=relayed)
+    await gateway.add_link("noord", "ysis-jan", "medimo-jan")
+    try:
+        # The first launch puts the link in the Redis cache.
+        first = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+        await relay.cut()
+        second = await launch(gateway.client("noord"), "noord", userId="ysis-jan")
+        await asyncio.sleep(0.5)
+        await relay.restore()
+        rows = await gateway.sso_log(flush_within=30)
+    finally:
+        await relay.cut()
+
+    assert first.status == 303
+    assert second.status == 303
+    assert second.headers["Location"] == "/"
+    assert [row.entry.event for row in rows] == ["launch", "logged_in"] * 2
+    assert rows[2].entry.request_id == second.headers["X-Request-Id"]
