@@ -111,7 +111,7 @@ class SqlSsoLog:
                 operator=operator,
                 outcome="ok",
                 reason="retention",
-                detail=f"deleted {deleted} rows logged before {cutoff.isoformat()}",
+                detail=f"deleted {deleted} row(s) logged before {cutoff.isoformat()}",
             )
             rows = chain(last.id, last.row_hash, self.instance, [entry])
             await connection.execute(sso_log.insert(), [rows[0].columns()])

@@ -582,7 +582,7 @@ async def test_purge_at_start(make_gateway: MakeGateway, tmp_path: Path) -> None
     assert [row.entry.event for row in rows] == ["log_purged"]
     assert rows[0].id == 2
     assert rows[0].entry.detail is not None
-    assert rows[0].entry.detail.startswith("deleted 1 rows logged before ")
+    assert rows[0].entry.detail.startswith("deleted 1 row(s) logged before ")
 
 
 async def wait_for_event(gateway: GatewayHarness, event: str) -> list[Row]:

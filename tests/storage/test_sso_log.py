@@ -317,7 +317,7 @@ async def test_purge_logs_itself(log: SqlSsoLog) -> None:
     assert purged.entry.logged_at == when
     assert purged.entry.operator == "beheer"
     assert purged.entry.reason == "retention"
-    assert purged.entry.detail == f"deleted 1 rows logged before {cutoff.isoformat()}"
+    assert purged.entry.detail == f"deleted 1 row(s) logged before {cutoff.isoformat()}"
     assert purged.instance == "gateway-a"
 
 
@@ -366,7 +366,7 @@ async def test_purge_nothing_recorded_on_request(log: SqlSsoLog) -> None:
     last = (await all_rows(log))[-1]
     assert last.entry.event == "log_purged"
     assert last.entry.detail is not None
-    assert last.entry.detail.startswith("deleted 0 rows")
+    assert last.entry.detail.startswith("deleted 0 row(s)")
 
 
 async def test_purge_stops_at_first_kept_row(log: SqlSsoLog) -> None:
