@@ -113,14 +113,17 @@ async def verify(config: Config) -> int:
 def _intact_lines(report: ChainReport) -> list[str]:
     if report.first is None or report.last is None:
         return ["SSO log intact: 0 rows"]
+    first, last = report.first, report.last
     return [
-        f"SSO log intact: {report.count} row(s), from row {report.first.id} "
-        f"({report.first.entry.logged_at.isoformat()}) to row {report.last.id} "
-        f"({report.last.entry.logged_at.isoformat()})",
+        (
+            f"SSO log intact: {report.count} row(s), from row {first.id} "
+            f"({first.entry.logged_at.isoformat()}) to row {last.id} "
+            f"({last.entry.logged_at.isoformat()})"
+        ),
         # Deleting the newest rows cannot show in the chain, so operators
         # keep this hash elsewhere to compare with a later run.
-        f"anchor (prev_hash of row {report.first.id}): {report.first.prev_hash}",
-        f"row_hash of row {report.last.id}: {report.last.row_hash}",
+        f"anchor (prev_hash of row {first.id}): {first.prev_hash}",
+        f"row_hash of row {last.id}: {last.row_hash}",
     ]
 
 

@@ -120,7 +120,7 @@ def prepared(entry: Entry) -> Entry:
             f"{', '.join(sorted(EVENTS))}"
         )
     require_aware("logged_at", entry.logged_at)
-    cleaned = {
+    cleaned: dict[str, Any] = {
         name: clean_text(getattr(entry, name), limit)
         for name, limit in _TEXT_LIMITS.items()
     }

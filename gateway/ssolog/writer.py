@@ -193,7 +193,7 @@ class SsoLogWriter:
         return True
 
     def _pause(self) -> float:
-        pause = self._first_pause * 2 ** min(self._failures - 1, 16)
+        pause = self._first_pause * 2.0 ** min(self._failures - 1, 16)
         if self._stopping:
             # The stop has a deadline, so waiting long would only lose entries.
             return min(pause, 1.0)

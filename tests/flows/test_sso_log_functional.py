@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
