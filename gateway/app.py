@@ -7,10 +7,13 @@ loops each get their own.
 
 from __future__ import annotations
 
+import datetime as dt
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
 from gateway.health import HealthMonitor, upstream_reachable
@@ -26,6 +29,9 @@ from gateway.session.codec import CookieCodec
 from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
 from gateway.session.sessions import SessionCodec
+from gateway.ssolog.entry import instance_name
+from gateway.ssolog.store import SqlSsoLog
+from gateway.ssolog.writer import SsoLogWriter
 from gateway.state import GATEWAY, Gateway
 from gateway.storage.database import create_engine, ping, require_current_schema
 from gateway.storage.revocations import SqlRevocationStore
@@ -49,11 +55,26 @@ def redis_client(url: str, timeout: float) -> Redis:
     )
 
 
+def sso_log_writer(
+    config: Config, engine: AsyncEngine, clock: Callable[[], float]
+) -> SsoLogWriter:
+    """Create the SSO log writer of this process; its tasks start separately."""
+    settings = config.gateway.sso_log
+    store = SqlSsoLog(engine, instance_name(settings.instance))
+    return SsoLogWriter(
+        store,
+        queue_size=settings.queue_size,
+        retention=settings.retention,
+        now=lambda: dt.datetime.fromtimestamp(clock(), dt.timezone.utc),
+    )
+
+
 def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = config.gateway
         engine = create_engine(settings.database.url)
         await require_current_schema(engine)
+        sso_log = sso_log_writer(config, engine, clock or time.time)
         redis = redis_client(settings.redis.url, settings.redis.timeout)
         http = create_client_session(settings.upstream.max_connections)
         # The API calls (password checks among them) get a pool of their own,
@@ -110,6 +131,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 metrics,
                 interval=settings.admin.health_interval,
             ),
+            sso_log=sso_log,
         )
         if clock is not None:
             gateway.clock = clock
@@ -117,15 +139,24 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         app[GATEWAY] = gateway
         await revocations.start()
         await gateway.health.start()
+        await sso_log.start()
         server_logger.info(
             "gateway started",
-            extra={"event": "started", "config_hash": config.digest[:16], "tenants": len(config.tenants)},
+            extra={
+                "event": "started",
+                "config_hash": config.digest[:16],
+                "tenants": len(config.tenants),
+                "instance": sso_log.store.instance,
+            },
         )
         try:
             yield
         finally:
             await gateway.health.stop()
             await revocations.stop()
+            # aiohttp ends the requests before the cleanup hooks run, so no
+            # entry joins the queue after this flush.
+            await sso_log.stop()
             await http.close()
             await api_http.close()
             await redis.aclose()

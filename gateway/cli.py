@@ -19,6 +19,7 @@ from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdate
 
 if TYPE_CHECKING:
     from gateway.links.cache import CachedLinkStore
+    from gateway.ssolog.entry import Entry
 
 #: Largest key ``keys generate`` prints. HMAC-SHA256 hashes a key longer than
 #: 64 bytes down to 32, so longer keys add no strength.
@@ -89,10 +90,26 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
     return 0
 
 
+def _admin_entry(event: str, args: argparse.Namespace, **fields: str | None) -> Entry:
+    """Return an SSO log entry of an administrator's change to one link."""
+    from gateway.ssolog.entry import Entry
+
+    return Entry(
+        event,
+        dt.datetime.now(dt.timezone.utc),
+        tenant=args.tenant,
+        ysis_user=args.ysis_user,
+        operator=args.operator,
+        outcome="ok",
+        **fields,
+    )
+
+
 async def _with_links(config: Config, action: str, args: argparse.Namespace) -> int:
     from gateway.app import redis_client
     from gateway.links.cache import CachedLinkStore
     from gateway.links.sql import SqlLinkStore
+    from gateway.ssolog.commands import log_admin
     from gateway.storage.database import create_engine, require_current_schema
     from gateway.storage.revocations import SqlRevocationStore
 
@@ -125,7 +142,13 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
             )
             return 1
         if action == "add":
-            return await _add_link(store, args, settings.link_cache.negative_ttl)
+            code = await _add_link(store, args, settings.link_cache.negative_ttl)
+            if code != 0:
+                return code
+            added = _admin_entry(
+                "link_added_by_admin", args, medimo_account=args.account
+            )
+            return 0 if await log_admin(config, engine, [added]) else 1
         removed = await store.remove(args.tenant, args.ysis_user)
         _warn_stale_cache(store, settings.link_cache.ttl)
         if removed is None:
@@ -143,7 +166,19 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         print(
             f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked"
         )
-        return 0
+        entries = [
+            _admin_entry(
+                "link_removed_by_admin", args, medimo_account=removed.medimo_account
+            ),
+            _admin_entry(
+                "sessions_revoked",
+                args,
+                medimo_account=removed.medimo_account,
+                reason="link_removed",
+                detail=f"sessions of the account revoked until {expires.isoformat()}",
+            ),
+        ]
+        return 0 if await log_admin(config, engine, entries) else 1
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -227,6 +262,8 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
     from gateway.links.cache import link_key
     from gateway.links.sql import SqlLinkStore
     from gateway.links.transfer import plan_import
+    from gateway.ssolog.commands import log_admin
+    from gateway.ssolog.entry import Entry
     from gateway.storage.database import create_engine, require_current_schema
 
     settings = config.gateway
@@ -259,6 +296,19 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
                 file=sys.stderr,
             )
             return 1
+        imported = [
+            Entry(
+                "links_imported",
+                dt.datetime.now(dt.timezone.utc),
+                tenant=link.tenant,
+                ysis_user=link.ysis_user,
+                medimo_account=link.medimo_account,
+                operator=args.operator,
+                outcome="ok",
+            )
+            for link in plan.new
+        ]
+        logged = await log_admin(config, engine, imported)
     finally:
         await engine.dispose()
 
@@ -277,7 +327,7 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
     finally:
         await redis.aclose()
     print(f"imported {len(plan.new)} link(s); {len(plan.existing)} already present")
-    return 0
+    return 0 if logged else 1
 
 
 def cmd_links_transfer(args: argparse.Namespace) -> int:
@@ -327,6 +377,56 @@ def cmd_links(args: argparse.Namespace) -> int:
             return 1
     config = _load(args.config)
     return asyncio.run(_with_links(config, args.links_command, args))
+
+
+def cmd_log(args: argparse.Namespace) -> int:
+    from gateway.ssolog.commands import print_rows
+    from gateway.ssolog.store import LogQuery
+
+    config = _load(args.config)
+    query = LogQuery(
+        tenant=args.tenant,
+        user=args.user,
+        since=args.since,
+        until=args.until,
+        limit=args.limit,
+    )
+    return asyncio.run(print_rows(config, query))
+
+
+def cmd_log_verify(args: argparse.Namespace) -> int:
+    from gateway.ssolog.commands import verify
+
+    if _log_filters_given(args):
+        return 2
+    return asyncio.run(verify(_load(args.config)))
+
+
+def cmd_log_purge(args: argparse.Namespace) -> int:
+    from gateway.ssolog.commands import purge
+
+    if _log_filters_given(args):
+        return 2
+    if args.operator is None:
+        args.operator = _login_name()
+        if args.operator is None:
+            return 1
+    return asyncio.run(purge(_load(args.config), args.operator))
+
+
+_LOG_FILTERS = ("tenant", "user", "since", "until", "limit")
+
+
+def _log_filters_given(args: argparse.Namespace) -> bool:
+    given = [name for name in _LOG_FILTERS if getattr(args, name) is not None]
+    if given:
+        options = ", ".join(f"--{name}" for name in given)
+        print(
+            f"error: {options} only filter 'sso-gateway log' itself, not "
+            f"'log {args.log_command}'",
+            file=sys.stderr,
+        )
+    return bool(given)
 
 
 def cmd_certs_fingerprint(args: argparse.Namespace) -> int:
@@ -454,6 +554,8 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (listing, add, remove, export, load):
         _config_argument(sub)
 
+    _add_log_commands(commands)
+
     certs = commands.add_parser("certs", help="certificate helpers")
     cert_commands = certs.add_subparsers(dest="certs_command", required=True)
     fingerprint = cert_commands.add_parser(
@@ -476,6 +578,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     generate.set_defaults(handler=cmd_keys_generate)
     return parser
+
+
+def _add_log_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    from gateway.ssolog.commands import parse_time, positive_count
+
+    log = commands.add_parser(
+        "log",
+        help="print the SSO log as JSON lines; verify or purge it",
+        description="Print SSO log rows, oldest first, as one JSON object per line.",
+    )
+    _config_argument(log)
+    log.add_argument("--tenant", metavar="T", help="only rows of this tenant")
+    log.add_argument(
+        "--user",
+        metavar="U",
+        help="only rows of this Ysis user ID or Medimo account ID",
+    )
+    log.add_argument(
+        "--since",
+        type=parse_time,
+        metavar="TIME",
+        help="only rows logged at or after this ISO 8601 time (a date: 00:00 UTC)",
+    )
+    log.add_argument(
+        "--until",
+        type=parse_time,
+        metavar="TIME",
+        help="only rows logged before this ISO 8601 time (a date: 00:00 UTC)",
+    )
+    log.add_argument(
+        "--limit",
+        type=positive_count,
+        metavar="N",
+        help="only the newest N matching rows",
+    )
+    log.set_defaults(handler=cmd_log)
+    log_commands = log.add_subparsers(dest="log_command")
+    verify = log_commands.add_parser(
+        "verify", help="check the hash chain from the oldest row to the newest"
+    )
+    verify.set_defaults(handler=cmd_log_verify)
+    purge = log_commands.add_parser(
+        "purge", help="delete rows older than sso_log.retention, and log that"
+    )
+    purge.add_argument(
+        "--operator", help="name recorded as the administrator (default: login name)"
+    )
+    purge.set_defaults(handler=cmd_log_purge)
+    for sub in (verify, purge):
+        # SUPPRESS keeps a --config given before the subcommand.
+        sub.add_argument(
+            "--config",
+            default=argparse.SUPPRESS,
+            help=(
+                "path of gateway.yaml "
+                "(default: $SSO_GATEWAY_CONFIG or config/gateway.yaml)"
+            ),
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import logging
 import sys
+import time
 from typing import Any
 
 access_logger = logging.getLogger("gateway.access")
@@ -56,3 +57,25 @@ def configure(level: str = "info", stream: Any = None) -> None:
     logging.getLogger("gateway").setLevel(level.upper())
     # aiohttp's own access log is replaced by gateway.access.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+class LogThrottle:
+    """Lets a repeated log line through at most once per ``interval`` seconds."""
+
+    def __init__(self, interval: float = 60.0) -> None:
+        self._interval = interval
+        self._last: float | None = None
+        self._suppressed = 0
+
+    def allow(self) -> int | None:
+        """Return how many lines were held back since the last one, or None.
+
+        None means that this line is held back too, because the last one went
+        out less than ``interval`` seconds ago.
+        """
+        now = time.monotonic()
+        if self._last is not None and now - self._last < self._interval:
+            self._suppressed += 1
+            return None
+        held_back, self._suppressed, self._last = self._suppressed, 0, now
+        return held_back

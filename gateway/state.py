@@ -21,6 +21,7 @@ from gateway.middleware.pins import PinCheck
 from gateway.session.pending import PendingCodec
 from gateway.session.revocation import RevocationList
 from gateway.session.sessions import Lifetimes, SessionCodec
+from gateway.ssolog.writer import SsoLogWriter
 from gateway.upstream.api import MedimoApi
 from gateway.upstream.proxy import Proxy
 
@@ -42,6 +43,7 @@ class Gateway:
     attempts: AttemptLimiter
     metrics: Metrics
     health: HealthMonitor
+    sso_log: SsoLogWriter
     clock: Callable[[], float] = field(default=time.time)
     _pins: PinCheck | None = field(default=None, init=False, repr=False)
 

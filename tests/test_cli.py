@@ -11,6 +11,7 @@ import asyncio
 import base64
 import datetime as dt
 import hashlib
+import json
 import os
 import shutil
 import sqlite3
@@ -25,9 +26,12 @@ import redis
 import trustme
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from sqlalchemy import text as sql_text
 
 from gateway.config.loader import load_config
 from gateway.links.cache import NOT_FOUND_MARKER, link_key
+from gateway.ssolog.entry import Entry
+from gateway.ssolog.store import SqlSsoLog
 from gateway.storage.database import create_engine
 from gateway.storage.revocations import SqlRevocationStore
 from tests.support.harness import GatewayHarness, launch, whoami
@@ -701,3 +705,407 @@ async def test_unlinked_launch_then_add_remove(gateway: GatewayHarness, cwd: Pat
 
     assert relaunch.headers["Location"] == "/sso/ysis/noord/link"
     assert await wait_for_status(session, "/whoami", 401, limit=10) == 401
+
+
+# --- the SSO log ---------------------------------------------------------------
+
+
+def log_rows(cli: Cli, config: Path, *args: str) -> list[dict[str, object]]:
+    """Run ``sso-gateway log`` and return its JSON lines."""
+    result = cli.run("log", *args, "--config", config)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def events_of(rows: list[dict[str, object]]) -> list[object]:
+    return [row["event"] for row in rows]
+
+
+async def append_rows(config: Path, *entries: Entry) -> None:
+    """Append rows to the SSO log of ``config`` as another instance."""
+    engine = create_engine(load_config(config).gateway.database.url)
+    try:
+        await SqlSsoLog(engine, "gateway-old").append(entries)
+    finally:
+        await engine.dispose()
+
+
+async def run_sql(config: Path, *statements: str) -> None:
+    engine = create_engine(load_config(config).gateway.database.url)
+    try:
+        async with engine.begin() as connection:
+            for statement in statements:
+                await connection.execute(sql_text(statement))
+    finally:
+        await engine.dispose()
+
+
+def drop_trigger(config: Path) -> str:
+    """Return the statement that drops the update trigger in ``config``'s database."""
+    url = load_config(config).gateway.database.url
+    if url.startswith("postgresql"):
+        return "DROP TRIGGER sso_log_no_update ON sso_log"
+    return "DROP TRIGGER sso_log_no_update"
+
+
+AT = dt.datetime(2026, 3, 2, 9, 0, tzinfo=dt.UTC)
+
+
+def at(minutes: int, event: str = "launch", **fields: str) -> Entry:
+    values = {"tenant": "noord", "ysis_user": "ysis-jan", **fields}
+    return Entry(event, AT + dt.timedelta(minutes=minutes), **values)
+
+
+def test_log_empty(cli: Cli, links_config: Path) -> None:
+    assert log_rows(cli, links_config) == []
+
+
+def test_log_line_format(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    (row,) = log_rows(cli, links_config)
+
+    assert list(row) == [
+        "id", "time", "instance", "event", "tenant", "ysis_user",
+        "medimo_account", "medimo_client", "client_lookup", "source_ip",
+        "outcome", "reason", "detail", "operator", "request_id", "prev_hash",
+        "row_hash",
+    ]
+    assert row["id"] == 1
+    assert row["prev_hash"] == "0" * 64
+    assert dt.datetime.fromisoformat(str(row["time"])).tzinfo is not None
+
+
+def test_links_add_logged(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    (row,) = log_rows(cli, links_config)
+
+    assert row["event"] == "link_added_by_admin"
+    assert row["tenant"] == "noord"
+    assert row["ysis_user"] == "ysis-jan"
+    assert row["medimo_account"] == "medimo-jan"
+    assert row["operator"] == "beheer"
+    assert row["outcome"] == "ok"
+    assert row["source_ip"] is None
+
+
+def test_links_add_conflict_not_logged(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    assert add(cli, links_config, "ysis-jan", "medimo-other").returncode == 1
+
+    assert events_of(log_rows(cli, links_config)) == ["link_added_by_admin"]
+
+
+def test_links_remove_logged(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    links(
+        cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan",
+        "--operator", "beheerder-2",
+    )
+
+    rows = log_rows(cli, links_config)
+    assert events_of(rows) == [
+        "link_added_by_admin", "link_removed_by_admin", "sessions_revoked",
+    ]
+    for row in rows[1:]:
+        assert row["tenant"] == "noord"
+        assert row["ysis_user"] == "ysis-jan"
+        assert row["medimo_account"] == "medimo-jan"
+        assert row["operator"] == "beheerder-2"
+    assert rows[2]["reason"] == "link_removed"
+
+
+def test_links_remove_unknown_not_logged(cli: Cli, links_config: Path) -> None:
+    links(cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan")
+
+    assert log_rows(cli, links_config) == []
+
+
+def test_links_operator_defaults_to_login(
+    links_config: Path, cwd: Path
+) -> None:
+    result = subprocess.run(
+        [
+            *command(), "links", "add", "--tenant", "noord", "--ysis-user",
+            "ysis-jan", "--account", "medimo-jan", "--config", str(links_config),
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env={**os.environ, "LOGNAME": "beheerder-login"},
+    )
+    assert result.returncode == 0, result.stderr
+
+    (row,) = log_rows(Cli(cwd), links_config)
+
+    assert row["operator"] == "beheerder-login"
+
+
+def test_links_import_logged(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    source = tmp_path / "links.csv"
+    source.write_text(
+        "tenant,ysis_user,medimo_account,created_by\n"
+        "noord,ysis-jan,medimo-jan,Jan Jansen\n"
+        "zuid,ysis-anna,medimo-anna,\n"
+    )
+
+    result = links(cli, links_config, "import", str(source), "--operator", "beheer")
+
+    assert result.returncode == 0, result.stderr
+    rows = log_rows(cli, links_config)
+    assert events_of(rows) == ["links_imported", "links_imported"]
+    imported = [
+        (row["tenant"], row["ysis_user"], row["medimo_account"]) for row in rows
+    ]
+    assert imported == [
+        ("noord", "ysis-jan", "medimo-jan"),
+        ("zuid", "ysis-anna", "medimo-anna"),
+    ]
+    assert {row["operator"] for row in rows} == {"beheer"}
+    # created_by of a row may be a person's name, which the log never holds.
+    assert "Jan Jansen" not in json.dumps(rows)
+
+
+def test_links_import_dry_run_not_logged(
+    cli: Cli, links_config: Path, tmp_path: Path
+) -> None:
+    source = tmp_path / "links.csv"
+    source.write_text("tenant,ysis_user,medimo_account\nnoord,ysis-jan,medimo-jan\n")
+
+    links(cli, links_config, "import", str(source), "--dry-run", "--operator", "beheer")
+
+    assert log_rows(cli, links_config) == []
+
+
+async def test_log_filter_tenant(cli: Cli, links_config: Path) -> None:
+    await append_rows(links_config, at(0), at(1, tenant="zuid"), at(2))
+
+    rows = await asyncio.to_thread(log_rows, cli, links_config, "--tenant", "zuid")
+
+    assert [row["id"] for row in rows] == [2]
+
+
+async def test_log_filter_user(cli: Cli, links_config: Path) -> None:
+    await append_rows(
+        links_config,
+        at(0, ysis_user="ysis-jan", medimo_account="medimo-jan"),
+        at(1, ysis_user="ysis-piet", medimo_account="medimo-piet"),
+        at(2, ysis_user="ysis-jan", medimo_account="medimo-jan"),
+    )
+
+    by_ysis = await asyncio.to_thread(log_rows, cli, links_config, "--user", "ysis-jan")
+    by_medimo = await asyncio.to_thread(
+        log_rows, cli, links_config, "--user", "medimo-piet"
+    )
+
+    assert [row["id"] for row in by_ysis] == [1, 3]
+    assert [row["id"] for row in by_medimo] == [2]
+
+
+async def test_log_filter_time(cli: Cli, links_config: Path) -> None:
+    await append_rows(links_config, at(0), at(10), at(20), at(30))
+
+    # 10:10 in Amsterdam (UTC+1 in March) is 09:10 UTC.
+    rows = await asyncio.to_thread(
+        log_rows, cli, links_config,
+        "--since", "2026-03-02T10:10:00+01:00", "--until", "2026-03-02T09:30:00Z",
+    )
+
+    assert [row["id"] for row in rows] == [2, 3]
+
+
+async def test_log_filter_date(cli: Cli, links_config: Path) -> None:
+    await append_rows(links_config, at(0), at(24 * 60))
+
+    rows = await asyncio.to_thread(
+        log_rows, cli, links_config, "--since", "2026-03-03"
+    )
+
+    assert [row["id"] for row in rows] == [2]
+
+
+async def test_log_limit_newest(cli: Cli, links_config: Path) -> None:
+    await append_rows(links_config, at(0), at(1), at(2))
+
+    rows = await asyncio.to_thread(log_rows, cli, links_config, "--limit", "2")
+
+    assert [row["id"] for row in rows] == [2, 3]
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        pytest.param(
+            ("--since", "2026-03-02T10:00"), "has no UTC offset", id="no-offset"
+        ),
+        pytest.param(("--until", "gisteren"), "is not an ISO 8601", id="not-a-time"),
+        pytest.param(("--limit", "0"), "is not a positive whole number", id="zero"),
+        pytest.param(
+            ("--limit", "-3"), "is not a positive whole number", id="negative"
+        ),
+    ],
+)
+def test_log_bad_filter(
+    cli: Cli, links_config: Path, args: tuple[str, ...], expected: str
+) -> None:
+    result = cli.run("log", *args, "--config", links_config)
+
+    assert result.returncode == 2
+    assert expected in result.stderr
+
+
+def test_log_schema_missing(cli: Cli, tmp_path: Path, redis_url: str) -> None:
+    config = write_config(tmp_path / "fresh", redis_url)
+
+    result = cli.run("log", "--config", config)
+
+    assert result.returncode == 2
+    assert "sso-gateway db upgrade" in result.stderr
+
+
+def test_log_verify_intact(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+    add(cli, links_config, "ysis-piet", "medimo-piet")
+
+    result = cli.run("log", "verify", "--config", links_config)
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("SSO log intact: 2 row(s), from row 1 ")
+    assert lines[1] == f"anchor (prev_hash of row 1): {'0' * 64}"
+    last = log_rows(cli, links_config)[-1]
+    assert lines[2] == f"row_hash of row 2: {last['row_hash']}"
+
+
+def test_log_verify_empty(cli: Cli, links_config: Path) -> None:
+    result = cli.run("log", "verify", "--config", links_config)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "SSO log intact: 0 rows\n"
+
+
+def test_log_verify_config_before_command(cli: Cli, links_config: Path) -> None:
+    result = cli.run("log", "--config", links_config, "verify")
+
+    assert result.returncode == 0, result.stderr
+
+
+def test_log_verify_rejects_filters(cli: Cli, links_config: Path) -> None:
+    result = cli.run("log", "--tenant", "noord", "verify", "--config", links_config)
+
+    assert result.returncode == 2
+    assert "--tenant only filter 'sso-gateway log' itself" in result.stderr
+
+
+@pytest.fixture
+def any_database_config(
+    cli: Cli, tmp_path: Path, redis_url: str, database_url: str
+) -> Path:
+    """A migrated configuration on SQLite and on PostgreSQL."""
+    folder = tmp_path / "any"
+    folder.mkdir()
+    harness = GatewayHarness(folder, redis_url=redis_url, database_url=database_url)
+    path = harness.write_config(upstream_port=9)
+    assert cli.run("db", "upgrade", "--config", path).returncode == 0
+    return path
+
+
+async def test_log_verify_edited_row(cli: Cli, any_database_config: Path) -> None:
+    await append_rows(any_database_config, at(0), at(1), at(2))
+    await run_sql(
+        any_database_config,
+        drop_trigger(any_database_config),
+        "UPDATE sso_log SET medimo_account = 'medimo-piet' WHERE id = 2",
+    )
+
+    result = await asyncio.to_thread(
+        cli.run, "log", "verify", "--config", any_database_config
+    )
+
+    assert result.returncode == 1
+    assert "error: the SSO log chain is broken: row 2: " in result.stderr
+    assert "1 row(s) before it are intact" in result.stderr
+
+
+async def test_log_verify_deleted_row(cli: Cli, any_database_config: Path) -> None:
+    await append_rows(any_database_config, at(0), at(1), at(2))
+    await run_sql(any_database_config, "DELETE FROM sso_log WHERE id = 2")
+
+    result = await asyncio.to_thread(
+        cli.run, "log", "verify", "--config", any_database_config
+    )
+
+    assert result.returncode == 1
+    assert "row 3: row 2 is missing" in result.stderr
+
+
+async def test_log_verify_changed_hash(cli: Cli, any_database_config: Path) -> None:
+    await append_rows(any_database_config, at(0), at(1), at(2))
+    await run_sql(
+        any_database_config,
+        drop_trigger(any_database_config),
+        f"UPDATE sso_log SET row_hash = '{'b' * 64}' WHERE id = 3",
+    )
+
+    result = await asyncio.to_thread(
+        cli.run, "log", "verify", "--config", any_database_config
+    )
+
+    assert result.returncode == 1
+    assert "broken: row 3: " in result.stderr
+
+
+async def test_log_purge_old_rows(cli: Cli, links_config: Path) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=6 * 366)
+    await append_rows(links_config, Entry("launch", old), Entry("launch", old))
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = await asyncio.to_thread(
+        cli.run, "log", "purge", "--operator", "beheer", "--config", links_config
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("deleted 2 row(s) logged before ")
+    assert result.stdout.rstrip().endswith("(retention 5y)")
+    rows = await asyncio.to_thread(log_rows, cli, links_config)
+    assert events_of(rows) == ["link_added_by_admin", "log_purged"]
+    assert rows[1]["operator"] == "beheer"
+
+
+async def test_log_verify_after_purge(cli: Cli, links_config: Path) -> None:
+    old = dt.datetime.now(dt.UTC) - dt.timedelta(days=6 * 366)
+    await append_rows(links_config, Entry("launch", old))
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan")
+    await asyncio.to_thread(
+        cli.run, "log", "purge", "--operator", "beheer", "--config", links_config
+    )
+
+    result = await asyncio.to_thread(cli.run, "log", "verify", "--config", links_config)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("SSO log intact: 2 row(s), from row 2 ")
+
+
+def test_log_purge_nothing_logged(cli: Cli, links_config: Path) -> None:
+    result = cli.run("log", "purge", "--operator", "beheer", "--config", links_config)
+
+    assert result.returncode == 0, result.stderr
+    (row,) = log_rows(cli, links_config)
+    assert row["event"] == "log_purged"
+    assert str(row["detail"]).startswith("deleted 0 row(s) logged before ")
+
+
+def test_log_purge_retention_from_config(cli: Cli, links_config: Path) -> None:
+    edit(links_config, "forms:", "sso_log:\n  retention: 30d\nforms:")
+
+    result = cli.run("log", "purge", "--operator", "beheer", "--config", links_config)
+
+    assert result.stdout.rstrip().endswith("(retention 30d)")
+    cutoff = dt.datetime.fromisoformat(result.stdout.split(" before ")[1].split(" ")[0])
+    expected = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    assert abs((cutoff - expected).total_seconds()) < 60

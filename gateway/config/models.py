@@ -29,12 +29,15 @@ from gateway.config.types import (
     MIN_KEY_BYTES,
     Duration,
     Network,
+    Retention,
+    RetentionPeriod,
     Secret,
     Window,
     resolve_secret,
 )
 
 TENANT_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}\Z")
 
 #: The deeplink targets Medimo knows, each with its default upstream path.
 DEFAULT_VIEWS: dict[str, str] = {
@@ -255,6 +258,25 @@ class LimitsConfig(Section):
     max_request_line: int = Field(default=8190, ge=1024)
     max_header_field: int = Field(default=8190, ge=1024)
     max_headers: int = Field(default=100, ge=16)
+class SsoLogConfig(Section):
+    """The SSO log: one hash-chained table in the database for every instance."""
+
+    #: Rows logged longer ago than this are purged.
+    retention: Retention = RetentionPeriod(5, "y")
+    #: Name of this instance in the log. The default is host name and process ID.
+    instance: str | None = None
+    #: Maximum number of entries that wait for the database. Further ones are dropped.
+    queue_size: int = Field(default=10_000, ge=100, le=1_000_000)
+
+    @field_validator("instance")
+    @classmethod
+    def _instance_name(cls, name: str | None) -> str | None:
+        if name is not None and not INSTANCE_NAME.match(name):
+            raise ValueError(
+                f"{name!r} is not a valid instance name: use 1 to 64 letters, "
+                "digits, '.', '_' and '-', starting with a letter or digit"
+            )
+        return name
 
 
 class GatewayConfig(Section):
@@ -277,6 +299,7 @@ class GatewayConfig(Section):
     link_cache: LinkCacheConfig = LinkCacheConfig()
     forms: FormsConfig = FormsConfig()
     limits: LimitsConfig = LimitsConfig()
+    sso_log: SsoLogConfig = SsoLogConfig()
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
 

@@ -7,10 +7,12 @@ import hmac
 import ipaddress
 import os
 import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, PlainSerializer
+from pydantic import BeforeValidator, PlainSerializer, PlainValidator
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -57,6 +59,68 @@ def parse_window(value: Any) -> float:
 
 
 Window = Annotated[float, BeforeValidator(parse_window)]
+
+_RETENTION = re.compile(r"(?P<count>0|[1-9][0-9]*)(?P<unit>d|y)\Z")
+
+#: Maximum retention period in years. A longer one is most likely a typo.
+MAX_RETENTION_YEARS = 100
+_MAX_RETENTION = {
+    "d": MAX_RETENTION_YEARS * 365 + MAX_RETENTION_YEARS // 4,
+    "y": MAX_RETENTION_YEARS,
+}
+
+
+@dataclass(frozen=True)
+class RetentionPeriod:
+    """How long rows are kept: a whole number of days or calendar years."""
+
+    count: int
+    unit: str
+
+    def cutoff(self, now: datetime) -> datetime:
+        """Return the time before which a row is older than this period."""
+        if self.unit == "d":
+            return now - timedelta(days=self.count)
+        year = now.year - self.count
+        try:
+            return now.replace(year=year)
+        except ValueError:
+            # 29 February: the 28th keeps a day more rather than a day less.
+            return now.replace(year=year, day=28)
+
+    def __str__(self) -> str:
+        return f"{self.count}{self.unit}"
+
+
+def parse_retention(value: Any) -> RetentionPeriod:
+    """Convert ``5y`` or ``400d`` into a retention period.
+
+    Years are calendar years, so that leap days never shorten the period.
+    Fractions and other units are rejected rather than rounded.
+    """
+    if isinstance(value, RetentionPeriod):
+        return value
+    match = _RETENTION.match(value.strip()) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(
+            f"{value!r} is not a retention period: write a whole number of "
+            "days or years (d or y), such as '5y' or '400d'"
+        )
+    count, unit = int(match["count"]), match["unit"]
+    if count == 0:
+        raise ValueError(f"{value!r} is too short: the minimum is 1d")
+    if count > _MAX_RETENTION[unit]:
+        raise ValueError(
+            f"{value!r} is longer than the maximum of {MAX_RETENTION_YEARS} years"
+        )
+    return RetentionPeriod(count, unit)
+
+
+Retention = Annotated[
+    RetentionPeriod,
+    PlainValidator(parse_retention),
+    PlainSerializer(str, return_type=str),
+]
 
 
 def parse_network(value: Any) -> IPNetwork:

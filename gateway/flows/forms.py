@@ -29,12 +29,13 @@ from gateway.flows.attempt_limits import Attempt, account_key, client_key, usern
 from gateway.flows.admission import admit
 from gateway.flows.body import read_urlencoded
 from gateway.flows.cookies import check_origin
-from gateway.flows.login import log_in
+from gateway.flows.login import log_in, note_link_use
 from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
 from gateway.pages.render import page
 from gateway.session.codec import PENDING_COOKIE, BadCookie
 from gateway.session.pending import PendingLaunch
+from gateway.ssolog.events import record
 from gateway.state import GATEWAY
 
 WRONG_CREDENTIALS = "De gebruikersnaam of het wachtwoord is onjuist."
@@ -55,6 +56,10 @@ def _pending(request: web.Request, tenant: Tenant) -> PendingLaunch:
         pending = gateway.pending.decode(request.cookies.get(PENDING_COOKIE, ""))
     except BadCookie:
         raise FormRejected("pending_missing", tenant=tenant.name) from None
+    # The cookie is the gateway's own, so the log may name its user even
+    # when a check below rejects it.
+    scope.ysis_user = pending.ysis_user
+    scope.account = pending.account
     age_ms = gateway.now_ms() - pending.issued_at
     if not 0 <= age_ms <= gateway.config.gateway.session.pending_lifetime * 1000 + 5000:
         raise FormRejected("pending_expired", tenant=tenant.name)
@@ -170,12 +175,22 @@ async def link_submit(request: web.Request) -> web.StreamResponse:
 
     await gateway.attempts.record_success(attempt)
     await _use_up(request, pending, tenant)
+    request[SCOPE].account = account.account_id
     try:
         await gateway.links.add(tenant.name, pending.ysis_user, account.account_id, "self-link")
     except LinkConflict as conflict:
         existing = await gateway.links.get(tenant.name, pending.ysis_user)
         if conflict.field != "ysis_user" or existing is None or existing.medimo_account != account.account_id:
             raise AlreadyLinked("account_already_linked", tenant=tenant.name) from None
+    else:
+        record(
+            request,
+            "link_created",
+            tenant=tenant.name,
+            ysis_user=pending.ysis_user,
+            medimo_account=account.account_id,
+            outcome="ok",
+        )
     auth_logger.info(
         "link created",
         extra={
@@ -231,7 +246,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     if link is None or link.medimo_account != pending.account:
         raise FormRejected("link_changed", tenant=tenant.name)
     await _use_up(request, pending, tenant)
-    await gateway.links.touch(tenant.name, pending.ysis_user, gateway.utcnow())
+    await note_link_use(gateway, tenant.name, pending.ysis_user)
     return await log_in(
         request,
         tenant,
@@ -255,4 +270,15 @@ def _log_failure(request: web.Request, tenant: Tenant, pending: PendingLaunch, e
             "ysis_user": pending.ysis_user,
             "client": str(scope.client) if scope.client else None,
         },
+    )
+    # SECURITY: the typed username is never logged, because it may be a
+    # password typed in the wrong field.
+    record(
+        request,
+        "refused",
+        tenant=tenant.name,
+        ysis_user=pending.ysis_user,
+        medimo_account=pending.account,
+        outcome="401",
+        reason=event,
     )

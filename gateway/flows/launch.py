@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from aiohttp import web
 from multidict import MultiMapping
-from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.errors import BadRequest, Forbidden
 from gateway.flows.admission import admit
@@ -21,9 +20,10 @@ from gateway.flows.body import read_urlencoded
 from gateway.config.loader import Tenant
 from gateway.flows import launch_signature
 from gateway.flows.cookies import see_other, set_pending_cookie
-from gateway.flows.login import end_browser_session, log_in
-from gateway.logs import auth_logger, server_logger
+from gateway.flows.login import end_browser_session, log_in, note_link_use
+from gateway.logs import auth_logger
 from gateway.middleware.scope import SCOPE
+from gateway.ssolog.events import record
 from gateway.state import GATEWAY
 
 ACCOUNT_ID = re.compile(r"[A-Za-z0-9._@-]{1,64}\Z")
@@ -103,23 +103,6 @@ async def _find_client(request: web.Request, tenant: Tenant, params: LaunchParam
     return outcome, client_id
 
 
-async def _record_use(request: web.Request, tenant: str, ysis_user: str) -> None:
-    """Set the link's last use; a database outage must not stop the login."""
-    gateway = request.app[GATEWAY]
-    try:
-        await gateway.links.touch(tenant, ysis_user, gateway.utcnow())
-    except SQLAlchemyError as exc:
-        server_logger.error(
-            "recording the last use of a link failed",
-            extra={
-                "event": "link_touch_failed",
-                "request_id": request[SCOPE].request_id,
-                "tenant": tenant,
-                "error": type(exc).__name__,
-            },
-        )
-
-
 async def launch(request: web.Request) -> web.StreamResponse:
     gateway = request.app[GATEWAY]
     scope = request[SCOPE]
@@ -132,6 +115,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
 
     values = await read_parameters(request)
     params = parse_parameters(values)
+    scope.ysis_user = params.user_id
     if tenant.config.launch_signature:
         assert tenant.config.launch_secret is not None
         await launch_signature.verify(
@@ -144,6 +128,7 @@ async def launch(request: web.Request) -> web.StreamResponse:
 
     outcome, client_id = await _find_client(request, tenant, params)
     link = await gateway.links.get(tenant.name, params.user_id)
+    scope.account = link.medimo_account if link is not None else None
     if link is None and not tenant.config.allow_self_link:
         raise Forbidden(
             "self_link_not_allowed",
@@ -160,11 +145,22 @@ async def launch(request: web.Request) -> web.StreamResponse:
             "ysis_user": params.user_id,
             "linked": link is not None,
             "client_lookup": outcome,
-            "ended_session": previous,
+            "ended_session": previous is not None,
         },
     )
+    # SECURITY: the BSN is never logged, only how the client lookup ended.
+    record(
+        request,
+        "launch",
+        tenant=tenant.name,
+        ysis_user=params.user_id,
+        medimo_account=scope.account,
+        medimo_client=client_id,
+        client_lookup=outcome,
+        outcome="linked" if link is not None else "not_linked",
+    )
     if link is not None and not tenant.config.confirm_password:
-        await _record_use(request, tenant.name, params.user_id)
+        await note_link_use(gateway, tenant.name, params.user_id)
         return await log_in(
             request,
             tenant,

@@ -6,13 +6,15 @@ import datetime as dt
 from urllib.parse import quote
 
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
 
 from gateway.config.loader import Tenant
 from gateway.flows.cookies import expire_cookie, see_other, set_session_cookie
-from gateway.logs import auth_logger
+from gateway.logs import LogThrottle, auth_logger
 from gateway.middleware.scope import SCOPE
 from gateway.session.codec import PENDING_COOKIE, SESSION_COOKIE, BadCookie
 from gateway.session.sessions import Session
+from gateway.ssolog.events import record
 from gateway.state import GATEWAY, Gateway
 
 
@@ -40,6 +42,32 @@ def landing_path(gateway: Gateway, tenant: Tenant, view: str | None, client_id: 
     return views[wanted].replace("{client_id}", quote(client_id or "", safe=""))
 
 
+_touch_throttle = LogThrottle()
+
+
+async def note_link_use(gateway: Gateway, tenant: str, ysis_user: str) -> None:
+    """Set the link's ``last_used_at``; a database error does not stop the login.
+
+    The link itself may come from the Redis cache, so a login can go on
+    while the database is down. Only the time of last use is then lost.
+    """
+    try:
+        await gateway.links.touch(tenant, ysis_user, gateway.utcnow())
+    except (SQLAlchemyError, OSError) as error:
+        held_back = _touch_throttle.allow()
+        if held_back is not None:
+            auth_logger.warning(
+                "last use of a link not written",
+                extra={
+                    "event": "link_touch_failed",
+                    "tenant": tenant,
+                    "ysis_user": ysis_user,
+                    "error": repr(error)[:500],
+                    "not_logged": held_back,
+                },
+            )
+
+
 def session_from_cookie(request: web.Request) -> Session | None:
     """Return the signed session the browser sent, or None (expiry not checked)."""
     value = request.cookies.get(SESSION_COOKIE)
@@ -51,12 +79,12 @@ def session_from_cookie(request: web.Request) -> Session | None:
         return None
 
 
-async def end_browser_session(request: web.Request) -> bool:
-    """Revoke the browser's current session, if it sent a valid one."""
+async def end_browser_session(request: web.Request) -> Session | None:
+    """Revoke the browser's current session, if it sent a valid one, and return it."""
     gateway = request.app[GATEWAY]
     session = session_from_cookie(request)
     if session is None:
-        return False
+        return None
     tenant = gateway.tenant(session.tenant)
     lifetime = gateway.lifetimes(tenant).lifetime if tenant else gateway.config.gateway.session.lifetime
     expires = dt.datetime.fromtimestamp(session.issued_at / 1000 + lifetime, dt.timezone.utc)
@@ -70,7 +98,7 @@ async def end_browser_session(request: web.Request) -> bool:
             "session": session.sid[:8],
         },
     )
-    return True
+    return session
 
 
 #: Notice pages shown after a launch whose client could not be opened.
@@ -135,4 +163,32 @@ async def log_in(
             "session": session.sid[:8],
         },
     )
+    _record_login(request, tenant, session, notice)
     return response
+
+
+#: ``reason`` of a ``logged_in`` row whose client could not be opened.
+_NOTICE_REASONS = {
+    NOTICE_UNKNOWN_CLIENT: "client_unknown",
+    NOTICE_NO_ACCESS: "client_no_access",
+}
+
+
+def _record_login(
+    request: web.Request, tenant: Tenant, session: Session, notice: str | None
+) -> None:
+    identity = {
+        "tenant": tenant.name,
+        "ysis_user": session.ysis_user,
+        "medimo_account": session.account,
+    }
+    reason = _NOTICE_REASONS.get(notice) if notice is not None else None
+    record(request, "logged_in", **identity, outcome="ok", reason=reason)
+    if session.client_id is not None:
+        record(
+            request,
+            "client_opened",
+            **identity,
+            medimo_client=session.client_id,
+            outcome="ok",
+        )

@@ -8,13 +8,26 @@ from gateway.flows.cookies import check_origin, expire_cookie, see_other
 from gateway.flows.login import end_browser_session
 from gateway.pages.render import page
 from gateway.session.codec import GATEWAY_COOKIES
+from gateway.ssolog.events import record
 
 LOGGED_OUT_PATH = "/sso/afgemeld"
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     check_origin(request)
-    await end_browser_session(request)
+    ended = await end_browser_session(request)
+    if ended is None:
+        record(request, "logout", outcome="no_session")
+    else:
+        record(
+            request,
+            "logout",
+            tenant=ended.tenant,
+            ysis_user=ended.ysis_user,
+            medimo_account=ended.account,
+            medimo_client=ended.client_id,
+            outcome="session_ended",
+        )
     response = see_other(LOGGED_OUT_PATH)
     for name in GATEWAY_COOKIES:
         expire_cookie(response, name)

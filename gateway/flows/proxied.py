@@ -55,6 +55,8 @@ def require_session(request: web.Request) -> ActiveSession:
     if session is None:
         raise Unauthorized("session_missing")
     scope.tenant = session.tenant
+    scope.ysis_user = session.ysis_user
+    scope.account = session.account
     tenant = gateway.tenant(session.tenant)
     if tenant is None:
         raise Unauthorized("tenant_removed", tenant=session.tenant)

@@ -34,6 +34,7 @@ from gateway.metrics import ROUTE_CLASSES, launch_outcome
 from gateway.middleware.scope import SCOPE, RequestScope, build_scope
 from gateway.config.models import normalise_host
 from gateway.pages.render import error_page
+from gateway.ssolog.events import record_refusal
 from gateway.state import GATEWAY
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -124,6 +125,7 @@ def _log_refusal(request: web.Request, error: GatewayError) -> None:
         auth_logger.error("request failed", extra=fields)
     else:
         auth_logger.warning("request refused", extra=fields)
+    record_refusal(request, error)
 
 
 @web.middleware

@@ -34,6 +34,10 @@ class RequestScope:
     expire_cookies: bool = False
     #: The response's Location header, for the launch outcome metric.
     location: str | None = None
+    #: Ysis user and Medimo account the request acts for, once a launch, a
+    #: pending launch or a session names them. The SSO log records them.
+    ysis_user: str | None = None
+    account: str | None = None
 
 
 SCOPE = web.RequestKey("scope", RequestScope)

@@ -1,4 +1,4 @@
-"""SQL schema of the gateway: the link table and the revocation feed.
+"""SQL schema of the gateway: the link table, the revocation feed, the SSO log.
 
 Every datetime column stores UTC and reads back as an aware UTC ``datetime`` on
 both SQLite and PostgreSQL. Migrations under ``migrations/versions`` create the
@@ -27,6 +27,17 @@ MEDIMO_ACCOUNT_LENGTH = 128
 CREATED_BY_LENGTH = 128
 KIND_LENGTH = 16
 SUBJECT_LENGTH = 128
+INSTANCE_LENGTH = 128
+EVENT_LENGTH = 32
+MEDIMO_CLIENT_LENGTH = 128
+CLIENT_LOOKUP_LENGTH = 16
+SOURCE_IP_LENGTH = 45
+OUTCOME_LENGTH = 32
+REASON_LENGTH = 64
+DETAIL_LENGTH = 200
+REQUEST_ID_LENGTH = 32
+#: A SHA-256 hash as lower-case hex.
+HASH_LENGTH = 64
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -88,6 +99,36 @@ revocations = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Index("ix_revocations_expires_at", "expires_at"),
     sqlite_autoincrement=True,
+)
+
+# The SSO log is one hash chain in id order (see gateway.ssolog). Writers
+# assign id as the last id plus one, and the unique prev_hash index lets
+# only one row follow each row. Two writers that read the same last row
+# therefore cannot both insert, so the chain does not fork.
+sso_log = Table(
+    "sso_log",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("logged_at", UtcDateTime(), nullable=False),
+    Column("instance", String(INSTANCE_LENGTH), nullable=False),
+    Column("event", String(EVENT_LENGTH), nullable=False),
+    Column("tenant", String(TENANT_LENGTH), nullable=True),
+    Column("ysis_user", String(YSIS_USER_LENGTH), nullable=True),
+    Column("medimo_account", String(MEDIMO_ACCOUNT_LENGTH), nullable=True),
+    Column("medimo_client", String(MEDIMO_CLIENT_LENGTH), nullable=True),
+    Column("client_lookup", String(CLIENT_LOOKUP_LENGTH), nullable=True),
+    Column("source_ip", String(SOURCE_IP_LENGTH), nullable=True),
+    Column("outcome", String(OUTCOME_LENGTH), nullable=True),
+    Column("reason", String(REASON_LENGTH), nullable=True),
+    Column("detail", String(DETAIL_LENGTH), nullable=True),
+    Column("operator", String(CREATED_BY_LENGTH), nullable=True),
+    Column("request_id", String(REQUEST_ID_LENGTH), nullable=True),
+    Column("prev_hash", String(HASH_LENGTH), nullable=False),
+    Column("row_hash", String(HASH_LENGTH), nullable=False),
+    Index("ix_sso_log_prev_hash", "prev_hash", unique=True),
+    Index("ix_sso_log_logged_at", "logged_at"),
+    Index("ix_sso_log_ysis_user", "ysis_user"),
+    Index("ix_sso_log_medimo_account", "medimo_account"),
 )
 
 

@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives import serialization
 
 from gateway.config.loader import Config, load_config
 from gateway.config.models import DEFAULT_VIEWS
-from gateway.config.types import SAMPLE_KEY_HASHES, Secret
+from gateway.config.types import SAMPLE_KEY_HASHES, RetentionPeriod, Secret
 from gateway.errors import ConfigError
 
 GATEWAY = """\
@@ -225,6 +225,9 @@ GATEWAY_DEFAULTS = [
     pytest.param(("limits", "max_request_line"), 8190, id="limits-max-request-line"),
     pytest.param(("limits", "max_header_field"), 8190, id="limits-max-header-field"),
     pytest.param(("limits", "max_headers"), 100, id="limits-max-headers"),
+    pytest.param(("sso_log", "retention"), RetentionPeriod(5, "y"), id="retention"),
+    pytest.param(("sso_log", "instance"), None, id="sso-log-instance"),
+    pytest.param(("sso_log", "queue_size"), 10_000, id="sso-log-queue-size"),
     pytest.param(("views",), DEFAULT_VIEWS, id="views"),
     pytest.param(("tenants_file",), None, id="tenants-file"),
 ]
@@ -1583,6 +1586,120 @@ def test_attempt_limits_unknown_key(files: Files) -> None:
         gateway_prefix(files, gateway, "window:", "forms.client_attempts.window")
     )
     assert "unknown key 'window'" in problem
+
+
+# --- SSO log -------------------------------------------------------------------
+
+
+def sso_log(body: str) -> str:
+    """Return GATEWAY with an ``sso_log`` section written as the lines of ``body``."""
+    return GATEWAY + "sso_log:\n" + body
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("1d", RetentionPeriod(1, "d"), id="one-day"),
+        pytest.param("400d", RetentionPeriod(400, "d"), id="days"),
+        pytest.param("5y", RetentionPeriod(5, "y"), id="years"),
+        pytest.param("100y", RetentionPeriod(100, "y"), id="maximum"),
+    ],
+)
+def test_retention_units(files: Files, text: str, expected: RetentionPeriod) -> None:
+    gateway = sso_log(f"  retention: {text}\n")
+
+    assert files.load(gateway=gateway).gateway.sso_log.retention == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("0d", "'0d' is too short: the minimum is 1d", id="zero"),
+        pytest.param("1.5y", "'1.5y' is not a retention period", id="fraction"),
+        pytest.param("05y", "'05y' is not a retention period", id="leading-zero"),
+        pytest.param("36h", "'36h' is not a retention period", id="hours"),
+        pytest.param("5", "5 is not a retention period", id="no-unit"),
+        pytest.param("101y", "'101y' is longer than the maximum", id="too-long"),
+        pytest.param("36526d", "is longer than the maximum", id="too-many-days"),
+    ],
+)
+def test_bad_retention(files: Files, text: str, expected: str) -> None:
+    gateway = sso_log(f"  retention: {text}\n")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "retention:", "sso_log.retention")
+    )
+    assert expected in problem
+
+
+def test_retention_years_are_calendar_years() -> None:
+    now = dt.datetime(2031, 3, 1, 9, 30, tzinfo=dt.UTC)
+
+    cutoff = RetentionPeriod(5, "y").cutoff(now)
+
+    assert cutoff == dt.datetime(2026, 3, 1, 9, 30, tzinfo=dt.UTC)
+
+
+def test_retention_from_leap_day() -> None:
+    now = dt.datetime(2028, 2, 29, 12, 0, tzinfo=dt.UTC)
+
+    cutoff = RetentionPeriod(1, "y").cutoff(now)
+
+    # No 29 February in 2027: the 28th keeps a day more, never a day less.
+    assert cutoff == dt.datetime(2027, 2, 28, 12, 0, tzinfo=dt.UTC)
+
+
+def test_retention_days() -> None:
+    now = dt.datetime(2028, 3, 1, 0, 0, tzinfo=dt.UTC)
+
+    cutoff = RetentionPeriod(2, "d").cutoff(now)
+
+    assert cutoff == dt.datetime(2028, 2, 28, 0, 0, tzinfo=dt.UTC)
+
+
+def test_sso_log_instance_set(files: Files) -> None:
+    gateway = sso_log("  instance: gateway-a.example_1\n")
+
+    assert files.load(gateway=gateway).gateway.sso_log.instance == "gateway-a.example_1"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("gateway a", id="space"),
+        pytest.param("-gateway", id="leading-dash"),
+        pytest.param("g" * 65, id="65-characters"),
+    ],
+)
+def test_bad_instance_name(files: Files, name: str) -> None:
+    gateway = sso_log(f"  instance: '{name}'\n")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "instance:", "sso_log.instance")
+    )
+    assert "is not a valid instance name" in problem
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        pytest.param("99", "greater than or equal to 100, got 99", id="too-small"),
+        pytest.param("1000001", "less than or equal to 1000000", id="too-large"),
+    ],
+)
+def test_bad_queue_size(files: Files, size: str, expected: str) -> None:
+    gateway = sso_log(f"  queue_size: {size}\n")
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "queue_size:", "sso_log.queue_size")
+    )
+    assert expected in problem
 
 
 # --- every problem at once -------------------------------------------------------

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.errors import SchemaOutdated
 from gateway.links.sql import SqlLinkStore
 from gateway.links.store import SELF_LINK
 from gateway.storage.database import (
+    alembic_config,
     create_engine,
     current_revision,
     head_revision,
@@ -42,7 +45,7 @@ def describe_schema(connection: Connection) -> dict[str, Any]:
         "tables": set(inspector.get_table_names()),
         "indexes": {
             index["name"]: (tuple(index["column_names"]), bool(index["unique"]))
-            for table in ("links", "revocations")
+            for table in ("links", "revocations", "sso_log")
             for index in inspector.get_indexes(table)
         },
     }
@@ -53,8 +56,8 @@ def schema_differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
-def test_head_revision_is_first() -> None:
-    assert head_revision() == "0001"
+def test_head_revision_is_sso_log() -> None:
+    assert head_revision() == "0002"
 
 
 async def test_upgrade_creates_tables(
@@ -70,7 +73,7 @@ async def test_upgrade_creates_tables(
 
     async with engine.connect() as connection:
         schema = await connection.run_sync(describe_schema)
-    assert {"links", "revocations", "alembic_version"} <= schema["tables"]
+    assert {"links", "revocations", "sso_log", "alembic_version"} <= schema["tables"]
     assert schema["indexes"]["ix_links_tenant_ysis_user"] == (
         ("tenant", "ysis_user"),
         True,
@@ -80,7 +83,52 @@ async def test_upgrade_creates_tables(
         True,
     )
     assert schema["indexes"]["ix_revocations_expires_at"] == (("expires_at",), False)
+    assert schema["indexes"]["ix_sso_log_prev_hash"] == (("prev_hash",), True)
+    assert schema["indexes"]["ix_sso_log_logged_at"] == (("logged_at",), False)
     assert await current_revision(engine) == head_revision()
+
+
+async def test_upgrade_from_first_revision(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await asyncio.to_thread(command.upgrade, alembic_config(database_url), "0001")
+    link = await SqlLinkStore(engine).add("care-north", "ysis-1", "medimo-1", SELF_LINK)
+
+    await asyncio.to_thread(upgrade, database_url)
+
+    assert await current_revision(engine) == "0002"
+    assert await SqlLinkStore(engine).list() == [link]
+
+
+async def test_sso_log_rejects_update(database_url: str, engine: AsyncEngine) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    async with engine.begin() as connection:
+        await connection.execute(
+            text(
+                "INSERT INTO sso_log (id, logged_at, instance, event, prev_hash, "
+                "row_hash) VALUES (1, CURRENT_TIMESTAMP, 'gw', 'launch', :zero, :one)"
+            ),
+            {"zero": "0" * 64, "one": "1" * 64},
+        )
+
+    with pytest.raises(DBAPIError) as caught:
+        async with engine.begin() as connection:
+            await connection.execute(text("UPDATE sso_log SET tenant = 'noord'"))
+
+    assert "sso_log is append-only" in str(caught.value)
+
+
+async def test_downgrade_drops_sso_log(database_url: str, engine: AsyncEngine) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+
+    await asyncio.to_thread(command.downgrade, alembic_config(database_url), "0001")
+
+    async with engine.connect() as connection:
+        tables = await connection.run_sync(
+            lambda sync: set(inspect(sync).get_table_names())
+        )
+    assert "sso_log" not in tables
+    assert "links" in tables
 
 
 async def test_migration_matches_tables(database_url: str, engine: AsyncEngine) -> None:
@@ -110,7 +158,7 @@ async def test_require_schema_on_empty_database(engine: AsyncEngine) -> None:
 
     message = str(caught.value)
     assert "has no gateway tables" in message
-    assert "'0001'" in message
+    assert f"'{head_revision()}'" in message
     assert "run 'sso-gateway db upgrade'" in message
 
 
@@ -138,7 +186,7 @@ async def test_require_schema_unknown_revision(
     message = str(caught.value)
     assert "at revision '9999'" in message
     assert "does not know" in message
-    assert "expected '0001'" in message
+    assert f"expected '{head_revision()}'" in message
 
 
 async def test_sqlite_pragmas_on(tmp_path: Path) -> None:

@@ -28,6 +28,9 @@ from gateway.config.loader import Config, load_config
 from gateway.demo import upstream
 from gateway.links.sql import SqlLinkStore
 from gateway.serve import RunningGateway, start
+from gateway.ssolog.entry import Row
+from gateway.ssolog.store import LogQuery, SqlSsoLog
+from gateway.state import GATEWAY
 from gateway.storage.database import create_engine, upgrade
 
 #: Tenants every harness starts with, unless a test passes its own.
@@ -198,12 +201,15 @@ class GatewayHarness:
             self.upstream_runner = None
 
     async def stop(self) -> None:
+        """Stop the gateway and the upstream; a second call does nothing."""
         for session in self._sessions:
             await session.close()
         if self.running is not None:
             await self.running.stop()
+            self.running = None
         if self.upstream_runner is not None:
             await self.upstream_runner.cleanup()
+            self.upstream_runner = None
 
     @property
     def api_calls(self) -> list[str]:
@@ -259,6 +265,15 @@ class GatewayHarness:
         self._sessions.append(session)
         return session
 
+    def cookie_values(self) -> list[str]:
+        """Return the value of every cookie that a client of this harness holds."""
+        return [
+            cookie.value
+            for session in self._sessions
+            for cookie in session.cookie_jar
+            if cookie.value
+        ]
+
     async def add_link(self, tenant: str, ysis_user: str, account: str) -> None:
         assert self.config is not None
         engine = create_engine(self.config.gateway.database.url)
@@ -272,6 +287,19 @@ class GatewayHarness:
         engine = create_engine(self.config.gateway.database.url)
         try:
             return {link.ysis_user: link.medimo_account for link in await SqlLinkStore(engine).list(tenant)}
+        finally:
+            await engine.dispose()
+
+    async def sso_log(self, *, flush_within: float = 10.0) -> list[Row]:
+        """Return every SSO log row, after a running gateway has written its queue."""
+        assert self.config is not None
+        if self.running is not None:
+            writer = self.running.runner.app[GATEWAY].sso_log
+            await asyncio.wait_for(writer.flush(), flush_within)
+        engine = create_engine(self.config.gateway.database.url)
+        try:
+            log = SqlSsoLog(engine, "reader")
+            return [row async for row in log.rows(LogQuery())]
         finally:
             await engine.dispose()
 
