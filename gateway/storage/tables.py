@@ -27,6 +27,7 @@ MEDIMO_ACCOUNT_LENGTH = 128
 CREATED_BY_LENGTH = 128
 KIND_LENGTH = 16
 SUBJECT_LENGTH = 128
+REVOKED_BY_LENGTH = 128
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -77,6 +78,8 @@ links = Table(
 
 # Readers poll with "id > last seen id", so ids must never be reused. On SQLite,
 # AUTOINCREMENT stops the id of a purged newest row from being handed out again.
+# ``revoked_by`` names the administrator of a command-line revocation; it is
+# NULL for the ones the gateway records itself (logout, a new launch).
 revocations = Table(
     "revocations",
     metadata,
@@ -86,6 +89,7 @@ revocations = Table(
     Column("subject", String(SUBJECT_LENGTH), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
+    Column("revoked_by", String(REVOKED_BY_LENGTH), nullable=True),
     Index("ix_revocations_expires_at", "expires_at"),
     sqlite_autoincrement=True,
 )
