@@ -7,10 +7,14 @@ loops each get their own.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
 from gateway.flows import forms, launch, logout, notices, proxied
@@ -19,10 +23,12 @@ from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
 from gateway.middleware.pipeline import MIDDLEWARES, add_security_headers
 from gateway.pages import render
+from gateway.session.announce import announce
 from gateway.session.codec import CookieCodec
 from gateway.session.pending import PendingCodec
-from gateway.session.revocation import RevocationList
+from gateway.session.revocation import FeedTimes, RevocationList
 from gateway.session.sessions import SessionCodec
+from gateway.session.subscriber import RevocationSubscriber
 from gateway.state import GATEWAY, Gateway
 from gateway.storage.database import create_engine, require_current_schema
 from gateway.storage.revocations import SqlRevocationStore
@@ -45,6 +51,40 @@ def redis_client(url: str, timeout: float) -> Redis:
     )
 
 
+def pubsub_client(url: str, timeout: float) -> Redis:
+    """Return a Redis client for the revocation subscription alone.
+
+    It has no retries and no health check of its own, so that every failure
+    reaches the subscriber at once, which reconnects with its own backoff and
+    checks the connection with a PING whose reply it waits for.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _revocations(
+    config: Config, engine: AsyncEngine, redis: Redis, clock: Callable[[], float]
+) -> RevocationList:
+    settings = config.gateway
+    feed = settings.revocations
+    timeout = settings.redis.timeout
+    return RevocationList(
+        SqlRevocationStore(engine),
+        lifetime=config.longest_session_lifetime,
+        times=FeedTimes(
+            poll_interval=feed.poll_interval,
+            fallback_poll_interval=feed.fallback_poll_interval,
+            purge_interval=feed.purge_interval,
+        ),
+        announce=lambda revocation: announce(redis, revocation.id, timeout),
+        clock=clock,
+    )
+
+
 def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = config.gateway
@@ -53,7 +93,14 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         redis = redis_client(settings.redis.url, settings.redis.timeout)
         http = create_client_session(settings.upstream.max_connections)
         keys = [key.reveal() for key in settings.session.keys]
-        revocations = RevocationList(SqlRevocationStore(engine))
+        revocations = _revocations(config, engine, redis, clock or time.time)
+        subscriber_redis = pubsub_client(settings.redis.url, settings.redis.timeout)
+        subscriber = RevocationSubscriber(
+            subscriber_redis,
+            revocations,
+            ping_interval=settings.revocations.ping_interval,
+            reconnect_max_delay=settings.revocations.reconnect_max_delay,
+        )
         links = CachedLinkStore(
             SqlLinkStore(engine),
             redis,
@@ -87,6 +134,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
             gateway.clock = clock
         app[GATEWAY] = gateway
         await revocations.start()
+        subscriber.start()
         server_logger.info(
             "gateway started",
             extra={"event": "started", "config_hash": config.digest[:16], "tenants": len(config.tenants)},
@@ -94,8 +142,10 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         try:
             yield
         finally:
+            await subscriber.stop()
             await revocations.stop()
             await http.close()
+            await subscriber_redis.aclose()
             await redis.aclose()
             await engine.dispose()
             server_logger.info("gateway stopped", extra={"event": "stopped"})

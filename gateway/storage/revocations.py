@@ -3,7 +3,7 @@
 Every gateway instance reads ``since(last_id)`` and applies the new rows, so
 the feed must hand out ids in commit order and never reuse one. Deleting
 expired rows (``purge``) is safe at any time: a reader only asks for ids above
-the ones it has, and an expired row no longer changes any answer.
+the ones it has, and an expired row no longer revokes anything.
 """
 
 from __future__ import annotations

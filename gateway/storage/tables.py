@@ -78,7 +78,7 @@ links = Table(
 
 # Readers poll with "id > last seen id", so ids must never be reused. On SQLite,
 # AUTOINCREMENT stops the id of a purged newest row from being handed out again.
-# ``revoked_by`` names the administrator of a command-line revocation; it is
+# ``revoked_by`` names the administrator of a command-line revocation. It is
 # NULL for the ones the gateway records itself (logout, a new launch).
 revocations = Table(
     "revocations",
