@@ -13,6 +13,8 @@ from collections.abc import AsyncIterator, Callable
 
 from aiohttp import web
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
@@ -25,13 +27,15 @@ from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
 from gateway.middleware.pipeline import MIDDLEWARES, add_security_headers
 from gateway.pages import render
+from gateway.session.announce import announce
 from gateway.session.codec import CookieCodec
 from gateway.session.pending import PendingCodec
-from gateway.session.revocation import RevocationList
+from gateway.session.revocation import FeedTimes, RevocationList
 from gateway.session.sessions import SessionCodec
 from gateway.ssolog.entry import instance_name
 from gateway.ssolog.store import SqlSsoLog
 from gateway.ssolog.writer import SsoLogWriter
+from gateway.session.subscriber import RevocationSubscriber
 from gateway.state import GATEWAY, Gateway
 from gateway.storage.database import create_engine, ping, require_current_schema
 from gateway.storage.revocations import SqlRevocationStore
@@ -69,6 +73,40 @@ def sso_log_writer(
     )
 
 
+def pubsub_client(url: str, timeout: float) -> Redis:
+    """Return a Redis client for the revocation subscription alone.
+
+    It has no retries and no health check of its own, so that every failure
+    reaches the subscriber at once, which reconnects with its own backoff and
+    checks the connection with a PING whose reply it waits for.
+    """
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def _revocations(
+    config: Config, engine: AsyncEngine, redis: Redis, clock: Callable[[], float]
+) -> RevocationList:
+    settings = config.gateway
+    feed = settings.revocations
+    timeout = settings.redis.timeout
+    return RevocationList(
+        SqlRevocationStore(engine),
+        lifetime=config.longest_session_lifetime,
+        times=FeedTimes(
+            poll_interval=feed.poll_interval,
+            fallback_poll_interval=feed.fallback_poll_interval,
+            purge_interval=feed.purge_interval,
+        ),
+        announce=lambda revocation: announce(redis, revocation.id, timeout),
+        clock=clock,
+    )
+
+
 def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[web.Application], AsyncIterator[None]]:
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = config.gateway
@@ -83,7 +121,14 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         api_http = create_client_session(settings.upstream.max_connections)
         keys = [key.reveal() for key in settings.session.keys]
         metrics = Metrics()
-        revocations = RevocationList(SqlRevocationStore(engine))
+        revocations = _revocations(config, engine, redis, clock or time.time)
+        subscriber_redis = pubsub_client(settings.redis.url, settings.redis.timeout)
+        subscriber = RevocationSubscriber(
+            subscriber_redis,
+            revocations,
+            ping_interval=settings.revocations.ping_interval,
+            reconnect_max_delay=settings.revocations.reconnect_max_delay,
+        )
         links = CachedLinkStore(
             SqlLinkStore(engine),
             redis,
@@ -140,6 +185,7 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         await revocations.start()
         await gateway.health.start()
         await sso_log.start()
+        subscriber.start()
         server_logger.info(
             "gateway started",
             extra={
@@ -153,12 +199,14 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
             yield
         finally:
             await gateway.health.stop()
+            await subscriber.stop()
             await revocations.stop()
             # aiohttp ends the requests before the cleanup hooks run, so no
             # entry joins the queue after this flush.
             await sso_log.stop()
             await http.close()
             await api_http.close()
+            await subscriber_redis.aclose()
             await redis.aclose()
             await engine.dispose()
             server_logger.info("gateway stopped", extra={"event": "stopped"})

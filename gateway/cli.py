@@ -18,6 +18,9 @@ from gateway.config.types import MIN_KEY_BYTES
 from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdated
 
 if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
     from gateway.links.cache import CachedLinkStore
     from gateway.ssolog.entry import Entry
 
@@ -98,7 +101,7 @@ def _admin_entry(event: str, args: argparse.Namespace, **fields: str | None) -> 
         event,
         dt.datetime.now(dt.timezone.utc),
         tenant=args.tenant,
-        ysis_user=args.ysis_user,
+        ysis_user=getattr(args, "ysis_user", None),
         operator=args.operator,
         outcome="ok",
         **fields,
@@ -111,7 +114,6 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     from gateway.links.sql import SqlLinkStore
     from gateway.ssolog.commands import log_admin
     from gateway.storage.database import create_engine, require_current_schema
-    from gateway.storage.revocations import SqlRevocationStore
 
     settings = config.gateway
     engine = create_engine(settings.database.url)
@@ -157,11 +159,14 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
                 file=sys.stderr,
             )
             return 1
-        expires = dt.datetime.now(dt.timezone.utc) + dt.timedelta(
-            seconds=_longest_lifetime(config)
-        )
-        await SqlRevocationStore(engine).add(
-            "account", removed.tenant, removed.medimo_account, expires
+        expires = await _revoke(
+            config,
+            engine,
+            redis,
+            "account",
+            removed.tenant,
+            removed.medimo_account,
+            args.operator,
         )
         print(
             f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked"
@@ -363,20 +368,156 @@ def _login_name() -> str | None:
         return None
 
 
-def _longest_lifetime(config: Config) -> float:
-    lifetimes = [
-        tenant.config.session.lifetime or 0.0 for tenant in config.tenants.values()
-    ]
-    return max([config.gateway.session.lifetime, *lifetimes])
+async def _revoke(
+    config: Config,
+    engine: AsyncEngine,
+    redis: Redis,
+    kind: str,
+    tenant: str,
+    subject: str,
+    operator: str,
+) -> dt.datetime:
+    """Record a revocation in SQL, announce it to the running gateways, return its end.
+
+    The announcement is best effort: SQL has the row, and every gateway reads
+    it from there within ``revocations.poll_interval`` without one.
+    """
+    from gateway.session.announce import AnnounceFailed, announce
+    from gateway.storage.revocations import SqlRevocationStore
+
+    expires = dt.datetime.now(dt.UTC) + dt.timedelta(
+        seconds=config.longest_session_lifetime
+    )
+    revocation = await SqlRevocationStore(engine).add(
+        kind, tenant, subject, expires, revoked_by=operator
+    )
+    settings = config.gateway
+    try:
+        await announce(redis, revocation.id, settings.redis.timeout)
+    except AnnounceFailed as exc:
+        print(
+            f"warning: Redis could not be reached ({exc}): running gateways "
+            "apply the revocation from the database within "
+            f"{settings.revocations.poll_interval:g} s",
+            file=sys.stderr,
+        )
+    return expires
+
+
+def _text_problem(flag: str, value: str, limit: int) -> str | None:
+    """Return why a text argument does not fit its column, if it does not."""
+    if not value.strip():
+        return f"{flag} must not be empty"
+    if len(value) > limit:
+        return f"{flag} is {len(value)} characters long, the maximum is {limit}"
+    return None
+
+
+def _operator_problem(args: argparse.Namespace) -> str | None:
+    from gateway.storage.tables import CREATED_BY_LENGTH, REVOKED_BY_LENGTH
+
+    # Checked before anything is written: a link removed without its
+    # revocation would leave the account's sessions running.
+    return _text_problem(
+        "--operator", args.operator, min(CREATED_BY_LENGTH, REVOKED_BY_LENGTH)
+    )
 
 
 def cmd_links(args: argparse.Namespace) -> int:
-    if args.links_command != "list" and args.operator is None:
+    if args.links_command != "list":
+        if args.operator is None:
+            args.operator = _login_name()
+            if args.operator is None:
+                return 1
+        problem = _operator_problem(args)
+        if problem is not None:
+            print(f"error: {problem}", file=sys.stderr)
+            return 1
+    config = _load(args.config)
+    return asyncio.run(_with_links(config, args.links_command, args))
+
+
+def _sessions_problem(args: argparse.Namespace, config: Config) -> str | None:
+    """Return what is wrong with the arguments of ``sessions revoke``, if anything."""
+    from gateway.storage.tables import SUBJECT_LENGTH
+
+    if args.tenant not in config.tenants:
+        return f"tenant {args.tenant!r} is not in {config.tenants_path}"
+    if args.account is not None:
+        problem = _text_problem("--account", args.account, SUBJECT_LENGTH)
+        if problem is not None:
+            return problem
+    return _operator_problem(args)
+
+
+def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
+    """Return the kind and subject of the revocation, and what to print."""
+    if args.account is None:
+        return "tenant", "", f"revoked every session of tenant {args.tenant!r}"
+    done = (
+        f"revoked the sessions of Medimo account {args.account!r} "
+        f"in tenant {args.tenant!r}"
+    )
+    return "account", args.account, done
+
+
+async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.app import redis_client
+    from gateway.ssolog.commands import log_admin
+    from gateway.storage.database import create_engine, require_current_schema
+
+    settings = config.gateway
+    engine = create_engine(settings.database.url)
+    redis = redis_client(settings.redis.url, settings.redis.timeout)
+    kind, subject, done = _revocation_target(args)
+    try:
+        await require_current_schema(engine)
+        expires = await _revoke(
+            config, engine, redis, kind, args.tenant, subject, args.operator
+        )
+        print(done)
+        entry = _admin_entry(
+            "sessions_revoked",
+            args,
+            medimo_account=args.account,
+            reason="administrator",
+            detail=f"{kind} sessions revoked until {expires.isoformat()}",
+        )
+        return 0 if await log_admin(config, engine, [entry]) else 1
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (SQLAlchemyError, OSError) as exc:
+        print(
+            f"error: nothing was revoked, the database failed: {_database_error(exc)}",
+            file=sys.stderr,
+        )
+        return 1
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+
+
+def _database_error(exc: Exception) -> str:
+    """Word a database error in one line, without the SQL statement."""
+    cause = getattr(exc, "orig", None) or exc
+    lines = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
+
+
+def cmd_sessions(args: argparse.Namespace) -> int:
+    if args.operator is None:
         args.operator = _login_name()
         if args.operator is None:
             return 1
     config = _load(args.config)
-    return asyncio.run(_with_links(config, args.links_command, args))
+    problem = _sessions_problem(args, config)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    return asyncio.run(_revoke_sessions(config, args))
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -555,6 +696,24 @@ def build_parser() -> argparse.ArgumentParser:
         _config_argument(sub)
 
     _add_log_commands(commands)
+
+    sessions = commands.add_parser("sessions", help="sessions of running gateways")
+    session_commands = sessions.add_subparsers(dest="sessions_command", required=True)
+    revoke = session_commands.add_parser(
+        "revoke",
+        help="end every session of a tenant, or of one Medimo account in it",
+    )
+    revoke.add_argument("--tenant", required=True)
+    revoke.add_argument(
+        "--account",
+        help="Medimo account ID whose sessions end (default: every session)",
+    )
+    revoke.add_argument(
+        "--operator",
+        help="name recorded as the administrator (default: login name)",
+    )
+    _config_argument(revoke)
+    revoke.set_defaults(handler=cmd_sessions)
 
     certs = commands.add_parser("certs", help="certificate helpers")
     cert_commands = certs.add_subparsers(dest="certs_command", required=True)

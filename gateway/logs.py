@@ -13,6 +13,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 access_logger = logging.getLogger("gateway.access")
@@ -20,6 +21,7 @@ auth_logger = logging.getLogger("gateway.auth")
 tls_logger = logging.getLogger("gateway.tls")
 upstream_logger = logging.getLogger("gateway.upstream")
 server_logger = logging.getLogger("gateway.server")
+revocation_logger = logging.getLogger("gateway.revocations")
 
 #: Attributes every LogRecord has; anything else came in through ``extra``.
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
@@ -79,3 +81,78 @@ class LogThrottle:
             return None
         held_back, self._suppressed, self._last = self._suppressed, 0, now
         return held_back
+def describe_error(error: BaseException) -> str:
+    """Return an error's type and text for a log line."""
+    text = str(error)
+    if not text and isinstance(error, TimeoutError):
+        # asyncio.timeout raises a TimeoutError without a message.
+        return "TimeoutError: timed out"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class FailureLog:
+    """Logs a run of failures of one background job without flooding the log.
+
+    The first failure of a run is logged, then at most one line per
+    ``interval`` seconds with the number of failures since the previous line.
+    The first success after a run logs the recovery. Every line names the
+    event and the error, so nothing caught goes unreported.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._interval = interval
+        self._clock = clock
+        self._failures = 0
+        self._unlogged = 0
+        self._started: float | None = None
+        self._last_line = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """Tell whether the most recent outcome was a failure."""
+        return self._failures > 0
+
+    def failure(self, message: str, *, event: str, error: str, **fields: Any) -> None:
+        now = self._clock()
+        self._failures += 1
+        if self._started is None:
+            self._started = now
+        elif now - self._last_line < self._interval:
+            self._unlogged += 1
+            return
+        self._logger.warning(
+            message,
+            extra={
+                "event": event,
+                "error": error,
+                "failures": self._failures,
+                "failures_not_logged": self._unlogged,
+                **fields,
+            },
+        )
+        self._last_line = now
+        self._unlogged = 0
+
+    def success(self, message: str, *, event: str, **fields: Any) -> None:
+        """Log the recovery if failures came before, and otherwise do nothing."""
+        if self._started is None:
+            return
+        self._logger.info(
+            message,
+            extra={
+                "event": event,
+                "failures": self._failures,
+                "outage_seconds": round(self._clock() - self._started, 3),
+                **fields,
+            },
+        )
+        self._failures = 0
+        self._unlogged = 0
+        self._started = None

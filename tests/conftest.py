@@ -54,14 +54,23 @@ def postgres_database_url() -> Iterator[str]:
 async def make_gateway(
     tmp_path: Path, redis_url: str
 ) -> AsyncIterator[Callable[..., Awaitable[GatewayHarness]]]:
-    """Start real gateways for a test: ``await make_gateway(tenants=..., ...)``."""
+    """Start real gateways for a test: ``await make_gateway(tenants=..., ...)``.
+
+    ``peer_of=first`` starts a second instance of ``first``'s deployment (see
+    ``GatewayHarness.peer``); further options then override what it shares.
+    """
     started: list[GatewayHarness] = []
 
-    async def factory(**options: Any) -> GatewayHarness:
+    async def factory(
+        peer_of: GatewayHarness | None = None, **options: Any
+    ) -> GatewayHarness:
         folder = tmp_path / f"gateway-{len(started)}"
         folder.mkdir()
-        options.setdefault("redis_url", redis_url)
-        harness = GatewayHarness(folder, **options)
+        if peer_of is not None:
+            harness = peer_of.peer(folder, **options)
+        else:
+            options.setdefault("redis_url", redis_url)
+            harness = GatewayHarness(folder, **options)
         started.append(harness)
         return await harness.start()
 

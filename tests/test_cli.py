@@ -33,9 +33,17 @@ from gateway.links.cache import NOT_FOUND_MARKER, link_key
 from gateway.ssolog.entry import Entry
 from gateway.ssolog.store import SqlSsoLog
 from gateway.storage.database import create_engine
-from gateway.storage.revocations import SqlRevocationStore
-from tests.support.harness import GatewayHarness, launch, whoami
-from tests.support.services import free_port
+from gateway.storage.revocations import Revocation, SqlRevocationStore
+from tests.support.harness import GatewayHarness, cookie_status, launch, whoami
+from tests.support.pair import (
+    PUBSUB_LIMIT,
+    MakeGateway,
+    cookie_of,
+    logged_in,
+    refused_within,
+    start_pair,
+)
+from tests.support.services import RedisServer, free_port
 
 
 def command() -> list[str]:
@@ -551,12 +559,16 @@ def test_links_remove_known(cli: Cli, links_config: Path) -> None:
     assert rows(cli, links_config) == []
 
 
-async def revocations_of(config: Path) -> list[tuple[str, str, str, dt.datetime]]:
+async def stored_revocations(config: Path) -> list[Revocation]:
     engine = create_engine(load_config(config).gateway.database.url)
     try:
-        found = await SqlRevocationStore(engine).since(0)
+        return await SqlRevocationStore(engine).since(0)
     finally:
         await engine.dispose()
+
+
+async def revocations_of(config: Path) -> list[tuple[str, str, str, dt.datetime]]:
+    found = await stored_revocations(config)
     return [(row.kind, row.tenant, row.subject, row.expires_at) for row in found]
 
 
@@ -573,6 +585,32 @@ async def test_links_remove_revokes(cli: Cli, links_config: Path) -> None:
     # In force for the longest session lifetime, 10 hours by default.
     lifetime = (expires - start).total_seconds()
     assert 10 * 3600 - 60 < lifetime < 10 * 3600 + 60
+
+
+async def test_links_remove_records_operator(cli: Cli, links_config: Path) -> None:
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan")
+
+    await asyncio.to_thread(
+        links, cli, links_config, "remove", "--tenant", "noord",
+        "--ysis-user", "ysis-jan", "--operator", "beheer-2",
+    )
+
+    (revocation,) = await stored_revocations(links_config)
+    assert revocation.revoked_by == "beheer-2"
+
+
+def test_links_remove_long_operator_keeps_link(cli: Cli, links_config: Path) -> None:
+    add(cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = links(
+        cli, links_config, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan",
+        "--operator", "b" * 129,
+    )
+
+    assert result.returncode == 1
+    assert "--operator is 129 characters long, the maximum is 128" in result.stderr
+    listed = [row[:3] for row in rows(cli, links_config)]
+    assert listed == [["noord", "ysis-jan", "medimo-jan"]]
 
 
 async def test_links_remove_unknown_no_revocation(cli: Cli, links_config: Path) -> None:
@@ -686,7 +724,7 @@ async def test_remove_revokes_session(gateway: GatewayHarness, cwd: Path) -> Non
 
     await run_links(gateway, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan", cwd=cwd)
 
-    # Revocations are polled from SQL every 2 s.
+    # Announced over Redis; the SQL poll would catch it within 5 s too.
     assert await wait_for_status(session, "/whoami", 401, limit=10) == 401
 
 
@@ -963,6 +1001,133 @@ def test_log_schema_missing(cli: Cli, tmp_path: Path, redis_url: str) -> None:
     config = write_config(tmp_path / "fresh", redis_url)
 
     result = cli.run("log", "--config", config)
+# --- sessions revoke ---------------------------------------------------------
+
+
+def revoke(cli: Cli, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return cli.run("sessions", "revoke", *args, "--config", config)
+
+
+async def revoke_async(
+    cli: Cli, config: Path, *args: str
+) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(revoke, cli, config, *args)
+
+
+async def test_sessions_revoke_tenant_prints(cli: Cli, links_config: Path) -> None:
+    result = await revoke_async(
+        cli, links_config, "--tenant", "noord", "--operator", "beheer"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "revoked every session of tenant 'noord'\n"
+    assert result.stderr == ""
+
+
+async def test_sessions_revoke_tenant_records(cli: Cli, links_config: Path) -> None:
+    start = dt.datetime.now(dt.UTC)
+
+    await revoke_async(cli, links_config, "--tenant", "noord", "--operator", "beheer")
+
+    (revocation,) = await stored_revocations(links_config)
+    assert revocation.kind == "tenant"
+    assert (revocation.tenant, revocation.subject) == ("noord", "")
+    assert revocation.revoked_by == "beheer"
+    # In force for the longest session lifetime, 10 hours by default.
+    lifetime = (revocation.expires_at - start).total_seconds()
+    assert 10 * 3600 - 60 < lifetime < 10 * 3600 + 60
+
+
+async def test_sessions_revoke_account_records(cli: Cli, links_config: Path) -> None:
+    result = await revoke_async(
+        cli, links_config, "--tenant", "noord", "--account", "medimo-jan",
+        "--operator", "beheer",
+    )
+
+    assert result.stdout == (
+        "revoked the sessions of Medimo account 'medimo-jan' in tenant 'noord'\n"
+    )
+    (revocation,) = await stored_revocations(links_config)
+    assert (revocation.kind, revocation.tenant, revocation.subject) == (
+        "account", "noord", "medimo-jan",
+    )
+
+
+async def test_sessions_revoke_login_name(
+    cli: Cli, links_config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # getpass.getuser reads LOGNAME first.
+    monkeypatch.setenv("LOGNAME", "beheerder-op-dienst")
+
+    await revoke_async(cli, links_config, "--tenant", "noord")
+
+    (revocation,) = await stored_revocations(links_config)
+    assert revocation.revoked_by == "beheerder-op-dienst"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        pytest.param(
+            ("--tenant", "west"), "tenant 'west' is not in", id="unknown-tenant"
+        ),
+        pytest.param(
+            ("--tenant", "noord", "--account", ""), "--account must not be empty",
+            id="empty-account",
+        ),
+        pytest.param(
+            ("--tenant", "noord", "--account", "  "), "--account must not be empty",
+            id="blank-account",
+        ),
+        pytest.param(
+            ("--tenant", "noord", "--account", "a" * 129),
+            "--account is 129 characters long, the maximum is 128",
+            id="long-account",
+        ),
+        pytest.param(
+            ("--tenant", "noord", "--operator", "b" * 129),
+            "--operator is 129 characters long, the maximum is 128",
+            id="long-operator",
+        ),
+        pytest.param(
+            ("--tenant", "noord", "--operator", ""), "--operator must not be empty",
+            id="empty-operator",
+        ),
+    ],
+)
+async def test_sessions_revoke_refuses(
+    cli: Cli, links_config: Path, args: tuple[str, ...], message: str
+) -> None:
+    result = await revoke_async(cli, links_config, *args)
+
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ")
+    assert message in result.stderr
+    assert await stored_revocations(links_config) == []
+
+
+async def test_sessions_revoke_redis_down(cli: Cli, tmp_path: Path) -> None:
+    # Nothing listens on this loopback port once free_port has returned it.
+    config = write_config(tmp_path / "down", f"redis://127.0.0.1:{free_port()}/0")
+    cli.run("db", "upgrade", "--config", config)
+
+    result = await revoke_async(
+        cli, config, "--tenant", "noord", "--operator", "beheer"
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert "warning: Redis could not be reached" in result.stderr
+    assert "from the database within 5 s" in result.stderr
+    assert len(await stored_revocations(config)) == 1
+
+
+def test_sessions_revoke_schema_missing(
+    cli: Cli, tmp_path: Path, redis_url: str
+) -> None:
+    config = write_config(tmp_path / "fresh", redis_url)
+
+    result = revoke(cli, config, "--tenant", "noord", "--operator", "beheer")
 
     assert result.returncode == 2
     assert "sso-gateway db upgrade" in result.stderr
@@ -1109,3 +1274,85 @@ def test_log_purge_retention_from_config(cli: Cli, links_config: Path) -> None:
     cutoff = dt.datetime.fromisoformat(result.stdout.split(" before ")[1].split(" ")[0])
     expected = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
     assert abs((cutoff - expected).total_seconds()) < 60
+# --- revocations from the command line against two running gateways ---------
+
+
+async def test_revoke_tenant_cuts_both_instances(
+    make_gateway: MakeGateway, killable_redis: RedisServer, cwd: Path
+) -> None:
+    first, second = await start_pair(make_gateway, killable_redis)
+    cookie = cookie_of(await logged_in(first))
+    assert first.config is not None
+
+    await revoke_async(
+        Cli(cwd), first.config.path, "--tenant", "noord", "--operator", "beheer"
+    )
+
+    await refused_within(second, cookie, PUBSUB_LIMIT)
+    await refused_within(first, cookie, PUBSUB_LIMIT)
+
+
+async def test_revoke_account_cuts_both_instances(
+    make_gateway: MakeGateway, killable_redis: RedisServer, cwd: Path
+) -> None:
+    first, second = await start_pair(make_gateway, killable_redis)
+    cookie = cookie_of(await logged_in(second))
+    assert first.config is not None
+
+    await revoke_async(
+        Cli(cwd), first.config.path, "--tenant", "noord", "--account", "medimo-jan",
+        "--operator", "beheer",
+    )
+
+    await refused_within(first, cookie, PUBSUB_LIMIT)
+    await refused_within(second, cookie, PUBSUB_LIMIT)
+
+
+async def test_revoke_account_spares_other_accounts(
+    make_gateway: MakeGateway, killable_redis: RedisServer, cwd: Path
+) -> None:
+    first, second = await start_pair(make_gateway, killable_redis)
+    jan = cookie_of(await logged_in(first))
+    piet = cookie_of(await logged_in(first, "ysis-piet", "medimo-piet"))
+    assert first.config is not None
+
+    await revoke_async(
+        Cli(cwd), first.config.path, "--tenant", "noord", "--account", "medimo-jan",
+        "--operator", "beheer",
+    )
+
+    await refused_within(second, jan, PUBSUB_LIMIT)
+    assert await cookie_status(second, piet) == 200
+
+
+async def test_revoke_tenant_spares_other_tenants(
+    make_gateway: MakeGateway, killable_redis: RedisServer, cwd: Path
+) -> None:
+    tenants = {"noord": {}, "oost": {}}
+    first, second = await start_pair(make_gateway, killable_redis, tenants=tenants)
+    noord = cookie_of(await logged_in(first))
+    await first.add_link("oost", "ysis-els", "medimo-els")
+    oost_client = first.client("oost")
+    assert (await launch(oost_client, "oost", userId="ysis-els")).status == 303
+    assert first.config is not None
+
+    await revoke_async(
+        Cli(cwd), first.config.path, "--tenant", "noord", "--operator", "beheer"
+    )
+
+    await refused_within(second, noord, PUBSUB_LIMIT)
+    assert await cookie_status(second, cookie_of(oost_client), "oost") == 200
+
+
+async def test_links_remove_cuts_other_instance(
+    make_gateway: MakeGateway, killable_redis: RedisServer, cwd: Path
+) -> None:
+    first, second = await start_pair(make_gateway, killable_redis)
+    cookie = cookie_of(await logged_in(first))
+
+    await run_links(
+        first, "remove", "--tenant", "noord", "--ysis-user", "ysis-jan",
+        "--operator", "beheer", cwd=cwd,
+    )
+
+    await refused_within(second, cookie, PUBSUB_LIMIT)

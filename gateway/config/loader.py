@@ -76,6 +76,13 @@ class Config:
     digest: str
     warnings: Sequence[str] = field(default_factory=tuple)
 
+    @property
+    def longest_session_lifetime(self) -> float:
+        """Return the longest session lifetime of any tenant, in seconds."""
+        overrides = [tenant.config.session.lifetime for tenant in self.tenants.values()]
+        default = self.gateway.session.lifetime
+        return max([default, *(seconds for seconds in overrides if seconds)])
+
 
 def fingerprint(der: bytes) -> str:
     """Return the SHA-256 fingerprint of a DER certificate as lower-case hex."""

@@ -279,6 +279,40 @@ class SsoLogConfig(Section):
         return name
 
 
+#: Shortest interval of the revocation feed: anything shorter only loads SQL
+#: and Redis without making revocations noticeably faster.
+MIN_FEED_INTERVAL = 0.1
+
+
+class RevocationsConfig(Section):
+    """Intervals of the feed that keeps each instance's copy of the revocations."""
+
+    poll_interval: Duration = 5.0
+    fallback_poll_interval: Duration = 2.0
+    ping_interval: Duration = 2.0
+    reconnect_max_delay: Duration = 5.0
+    purge_interval: Duration = 3600.0
+
+    @field_validator("*")
+    @classmethod
+    def _not_too_short(cls, seconds: float) -> float:
+        if seconds < MIN_FEED_INTERVAL:
+            raise ValueError(f"{seconds:g} s is too short: use at least 100ms")
+        return seconds
+
+    @model_validator(mode="after")
+    def _fallback_not_slower(self) -> RevocationsConfig:
+        # The fallback applies while announcements cannot arrive, so a slower
+        # one would make a Redis outage delay revocations even more.
+        if self.fallback_poll_interval > self.poll_interval:
+            raise ValueError(
+                f"fallback_poll_interval ({self.fallback_poll_interval:g} s) is "
+                f"longer than poll_interval ({self.poll_interval:g} s): the "
+                "fallback must be as fast or faster"
+            )
+        return self
+
+
 class GatewayConfig(Section):
     """Contents of ``gateway.yaml``."""
 
@@ -300,6 +334,7 @@ class GatewayConfig(Section):
     forms: FormsConfig = FormsConfig()
     limits: LimitsConfig = LimitsConfig()
     sso_log: SsoLogConfig = SsoLogConfig()
+    revocations: RevocationsConfig = RevocationsConfig()
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from urllib.parse import quote
 
 from aiohttp import web
@@ -85,10 +84,9 @@ async def end_browser_session(request: web.Request) -> Session | None:
     session = session_from_cookie(request)
     if session is None:
         return None
-    tenant = gateway.tenant(session.tenant)
-    lifetime = gateway.lifetimes(tenant).lifetime if tenant else gateway.config.gateway.session.lifetime
-    expires = dt.datetime.fromtimestamp(session.issued_at / 1000 + lifetime, dt.timezone.utc)
-    await gateway.revocations.revoke("session", session.tenant, session.sid, expires)
+    # SECURITY: recorded in SQL and announced, so that every copy of the
+    # cookie stops working on every instance, not only on this one.
+    await gateway.revocations.revoke("session", session.tenant, session.sid)
     auth_logger.info(
         "session ended",
         extra={

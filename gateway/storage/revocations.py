@@ -1,7 +1,9 @@
 """Revocation feed: sessions, accounts and tenants cut off before expiry.
 
-Every gateway instance polls ``since(last_id)`` and applies the new rows, so
-the feed must hand out ids in commit order and never reuse one.
+Every gateway instance reads ``since(last_id)`` and applies the new rows, so
+the feed must hand out ids in commit order and never reuse one. Deleting
+expired rows (``purge``) is safe at any time: a reader only asks for ids above
+the ones it has, and an expired row no longer revokes anything.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from sqlalchemy import RowMapping, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.storage.tables import (
+    REVOKED_BY_LENGTH,
     SUBJECT_LENGTH,
     TENANT_LENGTH,
     require_aware,
@@ -27,7 +30,11 @@ REVOCATION_KINDS = ("session", "account", "tenant")
 
 @dataclass(frozen=True)
 class Revocation:
-    """Revoked session, account or tenant, in force until ``expires_at``."""
+    """Revoked session, account or tenant, in force until ``expires_at``.
+
+    ``revoked_by`` is the administrator's name, or None when the gateway
+    recorded the revocation itself.
+    """
 
     id: int
     kind: str
@@ -35,6 +42,7 @@ class Revocation:
     subject: str
     revoked_at: datetime
     expires_at: datetime
+    revoked_by: str | None = None
 
 
 class SqlRevocationStore:
@@ -44,10 +52,18 @@ class SqlRevocationStore:
         self._engine = engine
 
     async def add(
-        self, kind: str, tenant: str, subject: str, expires_at: datetime
+        self,
+        kind: str,
+        tenant: str,
+        subject: str,
+        expires_at: datetime,
+        *,
+        revoked_by: str | None = None,
     ) -> Revocation:
         """Record a revocation and return it with its new id."""
         _check_revocation(kind, tenant, subject, expires_at)
+        if revoked_by is not None:
+            require_text("revoked_by", revoked_by, REVOKED_BY_LENGTH)
         revoked_at = utc_now()
         expires_at = expires_at.astimezone(UTC)
         async with self._engine.begin() as connection:
@@ -67,11 +83,14 @@ class SqlRevocationStore:
                     subject=subject,
                     revoked_at=revoked_at,
                     expires_at=expires_at,
+                    revoked_by=revoked_by,
                 )
                 .returning(revocations.c.id)
             )
             new_id = result.scalar_one()
-        return Revocation(new_id, kind, tenant, subject, revoked_at, expires_at)
+        return Revocation(
+            new_id, kind, tenant, subject, revoked_at, expires_at, revoked_by
+        )
 
     async def since(self, last_id: int) -> list[Revocation]:
         """Return unexpired revocations with an id above ``last_id``, by id."""
@@ -116,4 +135,5 @@ def _to_revocation(row: RowMapping) -> Revocation:
         subject=row["subject"],
         revoked_at=row["revoked_at"],
         expires_at=row["expires_at"],
+        revoked_by=row["revoked_by"],
     )

@@ -38,6 +38,7 @@ DETAIL_LENGTH = 200
 REQUEST_ID_LENGTH = 32
 #: A SHA-256 hash as lower-case hex.
 HASH_LENGTH = 64
+REVOKED_BY_LENGTH = 128
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -88,6 +89,8 @@ links = Table(
 
 # Readers poll with "id > last seen id", so ids must never be reused. On SQLite,
 # AUTOINCREMENT stops the id of a purged newest row from being handed out again.
+# ``revoked_by`` names the administrator of a command-line revocation. It is
+# NULL for the ones the gateway records itself (logout, a new launch).
 revocations = Table(
     "revocations",
     metadata,
@@ -97,6 +100,7 @@ revocations = Table(
     Column("subject", String(SUBJECT_LENGTH), nullable=False),
     Column("revoked_at", UtcDateTime(), nullable=False),
     Column("expires_at", UtcDateTime(), nullable=False),
+    Column("revoked_by", String(REVOKED_BY_LENGTH), nullable=True),
     Index("ix_revocations_expires_at", "expires_at"),
     sqlite_autoincrement=True,
 )

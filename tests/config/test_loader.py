@@ -228,6 +228,15 @@ GATEWAY_DEFAULTS = [
     pytest.param(("sso_log", "retention"), RetentionPeriod(5, "y"), id="retention"),
     pytest.param(("sso_log", "instance"), None, id="sso-log-instance"),
     pytest.param(("sso_log", "queue_size"), 10_000, id="sso-log-queue-size"),
+    pytest.param(("revocations", "poll_interval"), 5.0, id="revocations-poll"),
+    pytest.param(
+        ("revocations", "fallback_poll_interval"), 2.0, id="revocations-fallback-poll"
+    ),
+    pytest.param(("revocations", "ping_interval"), 2.0, id="revocations-ping"),
+    pytest.param(
+        ("revocations", "reconnect_max_delay"), 5.0, id="revocations-reconnect"
+    ),
+    pytest.param(("revocations", "purge_interval"), 3600.0, id="revocations-purge"),
     pytest.param(("views",), DEFAULT_VIEWS, id="views"),
     pytest.param(("tenants_file",), None, id="tenants-file"),
 ]
@@ -312,6 +321,41 @@ def test_duration_units(files: Files, text: str, seconds: float) -> None:
     assert files.load(gateway=gateway).gateway.link_cache.ttl == seconds
 
 
+def test_revocation_interval_too_short(files: Files) -> None:
+    gateway = GATEWAY + "revocations:\n  ping_interval: 50ms\n"
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "ping_interval:", "revocations.ping_interval")
+    )
+    assert "0.05 s is too short: use at least 100ms" in problem
+
+
+def test_revocation_fallback_slower_than_poll(files: Files) -> None:
+    gateway = GATEWAY + (
+        "revocations:\n  poll_interval: 5s\n  fallback_poll_interval: 30s\n"
+    )
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "revocations:", "revocations")
+    )
+    assert "fallback_poll_interval (30 s) is longer than poll_interval (5 s)" in problem
+
+
+def test_revocation_unknown_key(files: Files) -> None:
+    gateway = GATEWAY + "revocations:\n  poll: 5s\n"
+
+    problem = files.error(gateway=gateway)
+
+    assert problem.startswith(
+        gateway_prefix(files, gateway, "poll:", "revocations.poll")
+    )
+    assert "unknown key 'poll'" in problem
+
+
 def test_tenant_session_override(files: Files) -> None:
     tenants = edit(TENANTS, "      - 192.0.2.0/24\n", (
         "      - 192.0.2.0/24\n    session:\n      lifetime: 8h\n      idle_timeout: 15m\n"
@@ -321,6 +365,16 @@ def test_tenant_session_override(files: Files) -> None:
 
     assert session.lifetime == 8 * 3600.0
     assert session.idle_timeout == 15 * 60.0
+
+
+def test_longest_session_lifetime(files: Files) -> None:
+    tenants = edit(TENANTS, "      - 192.0.2.0/24\n", (
+        "      - 192.0.2.0/24\n    session:\n      lifetime: 12h\n"
+    ))
+
+    config = files.load(tenants=tenants)
+
+    assert config.longest_session_lifetime == 12 * 3600.0
 
 
 def test_allowlist_parsed(files: Files) -> None:

@@ -195,6 +195,19 @@ async def test_revocation_add_and_since(revocations: SqlRevocationStore) -> None
     assert await revocations.since(tenant.id) == []
 
 
+async def test_revocation_records_administrator(
+    revocations: SqlRevocationStore,
+) -> None:
+    later = datetime.now(UTC) + timedelta(hours=1)
+
+    added = await revocations.add(
+        "account", "care-north", "medimo-1", later, revoked_by="beheer"
+    )
+
+    assert added.revoked_by == "beheer"
+    assert await revocations.since(0) == [added]
+
+
 async def test_revocation_since_skips_expired(
     revocations: SqlRevocationStore,
 ) -> None:
@@ -242,4 +255,8 @@ async def test_revocation_rejects_invalid(revocations: SqlRevocationStore) -> No
         await revocations.add("session", "care-north", "", later)
     with pytest.raises(ValueError, match="timezone-aware"):
         await revocations.add("session", "care-north", "s", later.replace(tzinfo=None))
+    with pytest.raises(ValueError, match="revoked_by is 129 characters long"):
+        await revocations.add("tenant", "care-north", "", later, revoked_by="a" * 129)
+    with pytest.raises(ValueError, match="revoked_by must not be empty"):
+        await revocations.add("tenant", "care-north", "", later, revoked_by="")
     assert await revocations.since(0) == []

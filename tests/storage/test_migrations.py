@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,8 @@ from gateway.storage.database import (
     require_current_schema,
     upgrade,
 )
-from gateway.storage.tables import metadata
+from gateway.storage.revocations import SqlRevocationStore
+from gateway.storage.tables import metadata, revocations, utc_now
 
 
 @pytest.fixture
@@ -56,8 +58,8 @@ def schema_differences(connection: Connection) -> list[Any]:
     return list(compare_metadata(context, metadata))
 
 
-def test_head_revision_is_sso_log() -> None:
-    assert head_revision() == "0002"
+def test_head_revision_is_revoked_by() -> None:
+    assert head_revision() == "0003"
 
 
 async def test_upgrade_creates_tables(
@@ -96,7 +98,7 @@ async def test_upgrade_from_first_revision(
 
     await asyncio.to_thread(upgrade, database_url)
 
-    assert await current_revision(engine) == "0002"
+    assert await current_revision(engine) == "0003"
     assert await SqlLinkStore(engine).list() == [link]
 
 
@@ -148,6 +150,52 @@ async def test_second_upgrade_is_noop(database_url: str, engine: AsyncEngine) ->
 
     assert await current_revision(engine) == head_revision()
     assert await SqlLinkStore(engine).list() == [link]
+
+
+def migrate(url: str, revision: str, *, down: bool = False) -> None:
+    run = command.downgrade if down else command.upgrade
+    run(alembic_config(url), revision)
+
+
+def revocation_columns(connection: Connection) -> set[str]:
+    return {column["name"] for column in inspect(connection).get_columns("revocations")}
+
+
+async def test_upgrade_keeps_old_revocations(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await asyncio.to_thread(migrate, database_url, "0001")
+    later = utc_now() + timedelta(hours=1)
+    async with engine.begin() as connection:
+        await connection.execute(
+            revocations.insert().values(
+                kind="tenant", tenant="care-north", subject="",
+                revoked_at=utc_now(), expires_at=later,
+            )
+        )
+
+    await asyncio.to_thread(upgrade, database_url)
+
+    (old,) = await SqlRevocationStore(engine).since(0)
+    assert (old.kind, old.tenant, old.revoked_by) == ("tenant", "care-north", None)
+
+
+async def test_downgrade_drops_revoked_by(
+    database_url: str, engine: AsyncEngine
+) -> None:
+    await asyncio.to_thread(upgrade, database_url)
+    later = utc_now() + timedelta(hours=1)
+    await SqlRevocationStore(engine).add(
+        "tenant", "care-north", "", later, revoked_by="beheer"
+    )
+
+    await asyncio.to_thread(migrate, database_url, "0001", down=True)
+
+    async with engine.connect() as connection:
+        columns = await connection.run_sync(revocation_columns)
+        count = await connection.scalar(text("SELECT count(*) FROM revocations"))
+    assert "revoked_by" not in columns
+    assert count == 1
 
 
 async def test_require_schema_on_empty_database(engine: AsyncEngine) -> None:

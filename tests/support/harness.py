@@ -14,6 +14,7 @@ import json
 import re
 import secrets
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,7 @@ from gateway.serve import RunningGateway, start
 from gateway.ssolog.entry import Row
 from gateway.ssolog.store import LogQuery, SqlSsoLog
 from gateway.state import GATEWAY
+from gateway.session.codec import SESSION_COOKIE
 from gateway.storage.database import create_engine, upgrade
 
 #: Tenants every harness starts with, unless a test passes its own.
@@ -103,10 +105,37 @@ class GatewayHarness:
 
     def issue_client_cert(self, name: str, **kwargs: Any) -> trustme.LeafCert:
         cert = self.ca.issue_cert(f"{name}.ysis.example", common_name=f"{name}.ysis.example", **kwargs)
+        return self.adopt_client_cert(name, cert)
+
+    def adopt_client_cert(self, name: str, cert: trustme.LeafCert) -> trustme.LeafCert:
+        """Pin ``cert`` for tenant ``name`` and write its files to this folder."""
         self.client_certs[name] = cert
         self.pem(f"{name}-client.pem", cert.cert_chain_pems[0])
         self.pem(f"{name}-client-key.pem", cert.private_key_pem)
         return cert
+
+    def peer(self, folder: Path, **changes: Any) -> GatewayHarness:
+        """Return a second instance of this started gateway's deployment.
+
+        It shares the CA, the client certificates, the session keys, the
+        database, Redis, the tenants, the settings and the clock, so a cookie
+        of one instance works on the other. ``changes`` override any of
+        these. It has its own folder, server certificate, port and upstream.
+        """
+        assert self.config is not None, "start the first instance before its peer"
+        shared: dict[str, Any] = {
+            "redis_url": self.redis_url,
+            "database_url": self.config.gateway.database.url,
+            "tenants": self.tenants,
+            "gateway_overrides": self.gateway_overrides,
+            "ca": self.ca,
+            "clock": self.clock,
+            "session_keys": self.session_keys,
+        }
+        other = GatewayHarness(folder, **{**shared, **changes})
+        for name, cert in self.client_certs.items():
+            other.adopt_client_cert(name, cert)
+        return other
 
     def _secret(self, name: str, value: bytes | str) -> dict[str, str]:
         path = self.folder / "secrets" / name
@@ -273,6 +302,9 @@ class GatewayHarness:
             for cookie in session.cookie_jar
             if cookie.value
         ]
+    def forget_client(self, session: aiohttp.ClientSession) -> None:
+        """Stop tracking a client that the caller closes itself."""
+        self._sessions.remove(session)
 
     async def add_link(self, tenant: str, ysis_user: str, account: str) -> None:
         assert self.config is not None
@@ -336,6 +368,38 @@ async def post_form(
     response = await client.post(path, data=fields, headers=headers, allow_redirects=False)
     await response.read()
     return response
+
+
+async def cookie_status(
+    gateway: GatewayHarness, cookie: str, tenant: str = "noord"
+) -> int:
+    """Return the status of ``GET /whoami`` with a session cookie from anywhere."""
+    client = gateway.client(tenant)
+    client.cookie_jar.update_cookies({SESSION_COOKIE: cookie})
+    try:
+        async with client.get("/whoami", allow_redirects=False) as response:
+            await response.read()
+            return response.status
+    finally:
+        # Polling makes many clients; close each at once instead of at stop.
+        gateway.forget_client(client)
+        await client.close()
+
+
+async def poll_until(
+    check: Callable[[], Awaitable[bool]], limit: float, what: str
+) -> float:
+    """Call ``check`` until it returns True; return the seconds that took.
+
+    Fails the test when ``limit`` seconds pass first.
+    """
+    start = time.monotonic()
+    while not await check():
+        elapsed = time.monotonic() - start
+        if elapsed > limit:
+            raise AssertionError(f"{what}: not within {limit:g} s")
+        await asyncio.sleep(0.02)
+    return time.monotonic() - start
 
 
 async def launch(client: aiohttp.ClientSession, tenant: str, **params: str) -> aiohttp.ClientResponse:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -84,10 +85,32 @@ class RedisServer:
         self.process.wait(10)
         self.process = None
 
+    def pause(self) -> None:
+        """Freeze the server: connections stay open, but no reply comes."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
     def flush(self) -> None:
         with socket.create_connection(("127.0.0.1", self.port), 2) as sock:
             sock.sendall(b"FLUSHALL\r\n")
             sock.recv(16)
+
+    def subscribers(self, channel: str) -> int:
+        """Return how many clients subscribe to ``channel`` (PUBSUB NUMSUB)."""
+        with socket.create_connection(("127.0.0.1", self.port), 2) as sock:
+            sock.sendall(f"PUBSUB NUMSUB {channel}\r\n".encode())
+            reply = b""
+            # The reply is "*2", "$<length>", the channel and ":<count>".
+            while reply.count(b"\r\n") < 4:
+                chunk = sock.recv(256)
+                if not chunk:
+                    raise ConnectionError("redis-server closed the connection")
+                reply += chunk
+        return int(reply.split(b"\r\n")[3].removeprefix(b":"))
 
 
 @contextlib.contextmanager
