@@ -66,11 +66,15 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.serve import serve
+    from gateway.watch import snapshot
 
     logs.configure(args.log_level)
+    # Taken before loading, so that a file changed during the load is
+    # reloaded once the watcher runs.
+    baseline = snapshot(args.config)
     config = _load(args.config)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, baseline=baseline))
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -113,6 +113,11 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        self.requests_in_progress = Gauge(
+            "sso_gateway_requests_in_progress",
+            "Requests the gateway is handling now.",
+            registry=registry,
+        )
         self.tls_handshake_failures = Counter(
             "sso_gateway_tls_handshake_failures",
             "TLS handshakes that failed, client certificate errors included.",
@@ -141,6 +146,14 @@ class Metrics:
             registry=registry,
         )
         self.config_last_reload_success.set(1)
+        self.config_last_reload_time.set(time.time())
+        for result in ("success", "failure"):
+            # Both series exist from the start, so a rate() sees the first one.
+            self.config_reloads.labels(result)
+
+    def record_reload(self, *, success: bool) -> None:
+        self.config_reloads.labels("success" if success else "failure").inc()
+        self.config_last_reload_success.set(1 if success else 0)
         self.config_last_reload_time.set(time.time())
 
     def watch(self, state: Callable[[], tuple[Config, CacheStats]]) -> None:
