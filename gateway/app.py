@@ -131,7 +131,9 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         )
         if clock is not None:
             gateway.clock = clock
-        metrics.watch(lambda: (gateway.config, links.cache_stats))
+        metrics.watch(lambda: gateway.config)
+        metrics.record_config(config)
+        links.cache_stats.listener = metrics.count_link_cache
         app[GATEWAY] = gateway
         await revocations.start()
         await gateway.health.start()

@@ -19,12 +19,17 @@ from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdate
 
 if TYPE_CHECKING:
     from gateway.links.cache import CachedLinkStore
+    from gateway.watch import Snapshot
 
 #: Largest key ``keys generate`` prints. HMAC-SHA256 hashes a key longer than
 #: 64 bytes down to 32, so longer keys add no strength.
 MAX_KEY_BYTES = 1024
 
 DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
+
+#: Largest ``serve --workers``: each worker has its own pools, so more
+#: workers than this would more likely exhaust upstream and the database.
+MAX_WORKERS = 64
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -73,6 +78,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     # reloaded once the watcher runs.
     baseline = snapshot(args.config)
     config = _load(args.config)
+    if args.workers > 1:
+        return _serve_workers(config, args.workers, baseline)
     try:
         asyncio.run(serve(config, baseline=baseline))
     except SchemaOutdated as exc:
@@ -82,6 +89,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve_workers(config: Config, workers: int, baseline: Snapshot) -> int:
+    from gateway.workers import supervise
+
+    try:
+        return supervise(config, workers, baseline)
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{count} is out of range: use 1 to {MAX_WORKERS} worker processes"
+        )
+    return count
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -378,6 +407,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_argument(serve)
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help=(
+            "worker processes that share the listening sockets (default: 1, "
+            "which serves in this process); SIGHUP and SIGTERM go to the parent"
+        ),
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -91,8 +91,11 @@ class ReloadFailed(Exception):
         self.problems = problems
 
 
-def _build(path: str, old: Config) -> tuple[Config, ssl.SSLContext, list[str]]:
-    """Load and check both files and build the TLS context; runs in a thread."""
+def build_reloaded(path: str, old: Config) -> tuple[Config, ssl.SSLContext, list[str]]:
+    """Load and check both files, keep the restart-only settings of ``old`` and
+    build the TLS context. Return the configuration, the context and the
+    restart-only keys that changed, or raise ReloadFailed.
+    """
     try:
         loaded = load_config(path)
     except ConfigError as exc:
@@ -175,16 +178,18 @@ class Reloader:
         # is seen by the next poll.
         self.detector.applied = await asyncio.to_thread(snapshot, old.path)
         try:
-            config, context, kept = await asyncio.to_thread(_build, str(old.path), old)
+            config, context, kept = await asyncio.to_thread(
+                build_reloaded, str(old.path), old
+            )
             if self._prepare is not None:
                 self._prepare(context)
         except ReloadFailed as exc:
             _log_failure(exc.problems, trigger)
-            gateway.metrics.record_reload(success=False)
+            gateway.metrics.record_reload(None)
             return False
         self._swap(gateway, config, context)
         _log_success(config, trigger, kept)
-        gateway.metrics.record_reload(success=True)
+        gateway.metrics.record_reload(config)
         return True
 
     def _swap(self, gateway: Gateway, config: Config, context: ssl.SSLContext) -> None:

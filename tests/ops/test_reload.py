@@ -290,10 +290,13 @@ async def test_broken_file_logs_problems(serve_gateway: StartServed) -> None:
         tenants_path(served),
         lambda data: data["tenants"][0].update(allowed_ips=["10.0.0.1"], views=["x"]),
     )
+    command = ["check-config", "--config", str(gateway_path(served))]
     checked = subprocess.run(
-        [sys.executable, "-m", "gateway", "check-config", "--config", str(gateway_path(served))],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [sys.executable, "-m", "gateway", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     errors = [
         line
         for line in checked.stdout.splitlines()
