@@ -7,7 +7,7 @@ Prometheus scrapes, so they cannot drift from the files they describe.
 
 With ``serve --workers`` the parent sets ``PROMETHEUS_MULTIPROC_DIR`` before
 the fork (see ``enable_multiprocess``). Each worker then writes its values
-to files there, and ``/metrics``, whichever worker answers it, adds up the
+to files there, and the worker that serves ``/metrics`` adds up the
 counters and histograms of every worker, ended ones included. Each gauge
 says in its ``multiprocess_mode`` how workers combine, and
 ``sso_gateway_config_info`` has one series per live worker, labelled with
@@ -213,7 +213,7 @@ class Metrics:
         self.config_last_reload_success.set(1)
         self.config_last_reload_time.set(time.time())
         for result in ("success", "failure"):
-            # Both series exist from the start, so a rate() sees the first one.
+            # Both series exist from the start, so rate() counts the first reload.
             self.config_reloads.labels(result)
 
     def record_reload(self, config: Config | None) -> None:

@@ -2,10 +2,11 @@
 
 A reload reads both files again, builds the new server TLS context, and only
 when both succeeded swaps them in, in one step of the event loop: new
-connections get the new context, and each new request sees the new tenants,
-pins, CRLs, session keys and the other reloadable settings. Connections and
-requests in progress keep what they started with. A failed reload logs each
-problem in check-config's words and keeps the configuration in force.
+connections get the new context, and each new request uses the new tenants,
+pins, CRLs, session keys and the other reloadable settings. Open connections
+keep the context of their handshake, and requests in progress are not
+interrupted. A failed reload logs each problem in check-config's words and
+keeps the configuration in force.
 
 Settings of the listeners, connection pools and clients that the gateway
 opens at start (``RESTART_SETTINGS``) keep their old values on a reload, with
@@ -107,8 +108,8 @@ def build_reloaded(path: str, old: Config) -> tuple[Config, ssl.SSLContext, list
     try:
         context = server_context(config)
     except (ssl.SSLError, OSError) as exc:
-        # check-config reads the certificate and key apart; only OpenSSL
-        # tells that the two do not belong together.
+        # check-config reads the certificate and the key separately, so only
+        # OpenSSL checks here that the key belongs to the certificate.
         settings = config.gateway.tls
         raise ReloadFailed(
             [
