@@ -8,6 +8,7 @@ import datetime as dt
 import getpass
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,8 +28,8 @@ MAX_KEY_BYTES = 1024
 
 DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
 
-#: Largest ``serve --workers``: each worker has its own pools, so more
-#: workers than this would more likely exhaust upstream and the database.
+#: Largest ``serve --workers``, a bound against typos such as 400 for 4.
+#: Each worker opens pools of its own to upstream, Redis and the database.
 MAX_WORKERS = 64
 
 
@@ -74,6 +75,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from gateway.watch import snapshot
 
     logs.configure(args.log_level)
+    # SIGHUP's default action ends a process. Before the gateway listens
+    # there is nothing to reload, and serve() or the workers' parent
+    # handles SIGHUP from then on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     # Taken before loading, so that a file changed during the load is
     # reloaded once the watcher runs.
     baseline = snapshot(args.config)

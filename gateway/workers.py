@@ -26,6 +26,7 @@ import socket
 import ssl
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from gateway.config.loader import Config
@@ -49,8 +50,9 @@ MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 30.0
 
 #: Seconds past shutdown_timeout before the parent kills a worker that
-#: still runs, for closing the pools after the requests ended.
-KILL_GRACE = 10.0
+#: still runs. A worker needs them to cancel its last requests and close
+#: its pools, which takes well under a second on loopback.
+KILL_GRACE = 5.0
 
 #: Exit status of a worker that cannot start for a reason a restart does not
 #: fix, such as an outdated database schema; ``serve`` exits with it too.
@@ -136,9 +138,12 @@ class Supervisor:
 
     def _run_worker(self, index: int) -> int:
         """Run ``serve`` in the child; return its exit status."""
+        # SIGHUP's default action ends a process. Until serve() handles it,
+        # a reload request finds the parent's current configuration here.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
         stop_with_parent()
-        prepare = self.tickets.apply if self.tickets is not None else None
+        prepare = _ticket_setter(self.tickets)
         try:
             asyncio.run(
                 serve(
@@ -167,7 +172,10 @@ class Supervisor:
     def reap(self, stopping: bool) -> None:
         """Collect every ended worker; schedule restarts unless ``stopping``."""
         while self.workers:
-            pid, status = os.waitpid(-1, os.WNOHANG)
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
             if pid == 0:
                 return
             worker = self.workers.pop(pid, None)
@@ -311,9 +319,10 @@ class Supervisor:
             self.reap(stopping=True)
         killed = list(self.workers)
         self.signal_workers(signal.SIGKILL)
-        while self.workers:
-            os.waitpid(next(iter(self.workers)), 0)
-            self.reap(stopping=True)
+        for pid in killed:
+            os.waitpid(pid, 0)
+            del self.workers[pid]
+            worker_ended(pid)
         server_logger.info(
             "workers stopped",
             extra={"event": "workers_stopped", "killed": len(killed)},
@@ -328,6 +337,9 @@ def supervise(config: Config, count: int, baseline: Snapshot) -> int:
     context = server_context(config)
     tickets = _shared_tickets(config, context)
     signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)
+    # Blocked, SIGHUP waits for sigtimedwait(); serve's caller ignored it
+    # until now, and an ignored signal would not be waited for.
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
     supervisor = Supervisor(
         config, count, listeners, context, tickets, ChangeDetector(baseline)
     )
@@ -335,6 +347,27 @@ def supervise(config: Config, count: int, baseline: Snapshot) -> int:
         return supervisor.run()
     finally:
         shutil.rmtree(metrics_folder, ignore_errors=True)
+
+
+def _ticket_setter(
+    tickets: SharedTicketKeys | None,
+) -> Callable[[ssl.SSLContext], None] | None:
+    """Return what gives each new TLS context of a worker the shared keys."""
+    if tickets is None:
+        return None
+
+    def apply(context: ssl.SSLContext) -> None:
+        try:
+            tickets.apply(context)
+        except TicketKeysUnavailable as exc:
+            # The reload goes on: this worker's sessions then resume only
+            # on this worker.
+            server_logger.warning(
+                "the shared TLS ticket keys could not be set",
+                extra={"event": "ticket_keys_unshared", "error": str(exc)},
+            )
+
+    return apply
 
 
 def _shared_tickets(config: Config, context: ssl.SSLContext) -> SharedTicketKeys | None:

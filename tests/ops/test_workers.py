@@ -1,6 +1,6 @@
 """``sso-gateway serve --workers 2``: two processes on one port.
 
-Each probe asks for a unique path below ``/gateway-api/``, which the gateway
+Each probe requests a unique path below ``/gateway-api/``, which the gateway
 answers itself with 404, so the access log line with that path names the
 PID of the worker that handled the connection.
 """
@@ -15,6 +15,7 @@ import socket
 import ssl
 from dataclasses import dataclass
 
+from gateway.workers import KILL_GRACE
 from tests.ops.conftest import StartServed
 from tests.support.served import ServedGateway, http_request
 
@@ -187,3 +188,20 @@ async def test_workers_sigterm_exits_zero(serve_gateway: StartServed) -> None:
     assert stopped == worker_pids(served)
     (summary,) = served.events("workers_stopped")
     assert summary["killed"] == 0
+
+
+async def test_stuck_worker_killed(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(
+        workers=2, gateway_overrides={"shutdown_timeout": "500ms"}
+    )
+    stuck = min(worker_pids(served))
+    os.kill(stuck, signal.SIGSTOP)
+
+    served.send_signal(signal.SIGTERM)
+    code = await served.wait_exit(KILL_GRACE + 5)
+
+    assert code == 1
+    (summary,) = served.events("workers_stopped")
+    assert summary["killed"] == 1
+    stopped = {int(record["pid"]) for record in served.events("stopped")}
+    assert stopped == worker_pids(served) - {stuck}
