@@ -77,10 +77,10 @@ class ServedGateway:
                 if predicate(record):
                     return record
             if self.process.poll() is not None and self.process.returncode != 0:
-                raise AssertionError(f"the gateway exited:\n{self.log_text()}")
+                raise AssertionError(f"the gateway exited:\n{self.log_tail()}")
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"timed out waiting for a log line:\n{self.log_text()}"
+                    f"timed out waiting for a log line:\n{self.log_tail()}"
                 )
             await asyncio.sleep(0.05)
 
@@ -94,6 +94,10 @@ class ServedGateway:
     def log_text(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_tail(self, lines: int = 30) -> str:
+        """Return the last lines of the log, for an assertion message."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
+
     def mark(self) -> int:
         """Return the number of log records so far, for ``after=``."""
         return len(self.records())
@@ -105,7 +109,7 @@ class ServedGateway:
             url = str(record["url"])
             if url.startswith(scheme + "://"):
                 return int(url.rsplit(":", 1)[1])
-        raise AssertionError(f"no {scheme} listener logged:\n{self.log_text()}")
+        raise AssertionError(f"no {scheme} listener logged:\n{self.log_tail()}")
 
     def admin_listeners(self) -> list[Record]:
         return [
@@ -172,7 +176,7 @@ class ServedGateway:
         deadline = time.monotonic() + timeout
         while self.process.poll() is None:
             if time.monotonic() > deadline:
-                raise AssertionError(f"the gateway still runs:\n{self.log_text()}")
+                raise AssertionError(f"the gateway still runs:\n{self.log_tail()}")
             await asyncio.sleep(0.05)
         return self.process.returncode
 
