@@ -76,8 +76,8 @@ def set_ticket_keys(context: ssl.SSLContext, keys: bytes) -> None:
     pointer = _ssl_ctx_pointer(context)
     if not pointer:
         raise TicketKeysUnavailable("the SSL_CTX of the context was not found")
-    given = ctypes.create_string_buffer(keys, TICKET_KEYS_LENGTH)
-    if control(pointer, _SET_TICKET_KEYS, TICKET_KEYS_LENGTH, given) != 1:
+    key_buffer = ctypes.create_string_buffer(keys, TICKET_KEYS_LENGTH)
+    if control(pointer, _SET_TICKET_KEYS, TICKET_KEYS_LENGTH, key_buffer) != 1:
         raise TicketKeysUnavailable("OpenSSL did not take the ticket keys")
     read_back = ctypes.create_string_buffer(TICKET_KEYS_LENGTH)
     if control(pointer, _GET_TICKET_KEYS, TICKET_KEYS_LENGTH, read_back) != 1:
@@ -92,6 +92,8 @@ class SharedTicketKeys:
     def __init__(self) -> None:
         # An anonymous map is MAP_SHARED, so the parent's rotate() reaches
         # the workers forked before it.
+        # SECURITY: the keys encrypt every session ticket. An anonymous map
+        # has no name or file, so only this process and its children see it.
         self._memory = mmap.mmap(-1, TICKET_KEYS_LENGTH)
         self.rotate()
 

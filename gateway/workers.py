@@ -54,8 +54,9 @@ STABLE_AFTER = 30.0
 #: its pools, which takes well under a second on loopback.
 KILL_GRACE = 5.0
 
-#: Exit status of a worker that cannot start for a reason a restart does not
-#: fix, such as an outdated database schema; ``serve`` exits with it too.
+#: Exit status of a worker that cannot start for a reason that a restart
+#: does not fix, such as an outdated database schema. ``serve`` without
+#: workers exits with it too.
 FATAL_STATUS = 2
 
 
@@ -245,6 +246,8 @@ class Supervisor:
             if self.tickets is not None:
                 # New keys before the workers reload, so that every worker
                 # reads the same ones.
+                # SECURITY: tickets from before the reload stop resuming,
+                # so resumed sessions start again under the new trust anchors.
                 self.tickets.rotate()
                 self.tickets.apply(context)
             self.config, self.context = config, context
@@ -311,12 +314,14 @@ class Supervisor:
         self.listeners.close()
         self.due.clear()
         self.signal_workers(signal.SIGTERM)
+
         deadline = time.monotonic() + timeout + KILL_GRACE
         while self.workers and time.monotonic() < deadline:
             signal.sigtimedwait(
                 {signal.SIGCHLD}, max(deadline - time.monotonic(), 0.01)
             )
             self.reap(stopping=True)
+
         killed = list(self.workers)
         self.signal_workers(signal.SIGKILL)
         for pid in killed:

@@ -19,6 +19,7 @@ import aiohttp
 import yaml
 
 from gateway.demo.upstream import STREAM_CHUNK_SIZE, stream_chunk
+from tests.middleware.test_pins import write_crl
 from tests.ops.conftest import WATCHING, StartServed
 from tests.support.harness import launch
 from tests.support.served import ServedGateway, http_request, read_response
@@ -169,11 +170,11 @@ async def test_certificate_file_change_triggers_reload(
 async def test_reload_rotates_server_certificate(serve_gateway: StartServed) -> None:
     served = await serve_gateway()
     port = served.port
-    kept = await asyncio.to_thread(served.tls_socket)
+    open_connection = await asyncio.to_thread(served.tls_socket)
     try:
-        kept.sendall(http_request(port, "/sso/afgemeld"))
-        assert (await asyncio.to_thread(read_response, kept))[0] == 200
-        old_der = kept.getpeercert(binary_form=True)
+        open_connection.sendall(http_request(port, "/sso/afgemeld"))
+        assert (await asyncio.to_thread(read_response, open_connection))[0] == 200
+        old_der = open_connection.getpeercert(binary_form=True)
         harness = served.harness
         rotated = harness.ca.issue_cert("localhost", "127.0.0.1", "::1")
         harness.pem("server.pem", rotated.cert_chain_pems[0])
@@ -181,10 +182,10 @@ async def test_reload_rotates_server_certificate(serve_gateway: StartServed) -> 
 
         assert (await reload_by_signal(served))["event"] == "config_reloaded"
         new_fingerprint = peer_fingerprint(served)
-        kept.sendall(http_request(port, "/sso/afgemeld"))
-        status, _ = await asyncio.to_thread(read_response, kept)
+        open_connection.sendall(http_request(port, "/sso/afgemeld"))
+        status, _ = await asyncio.to_thread(read_response, open_connection)
     finally:
-        kept.close()
+        open_connection.close()
 
     assert old_der is not None
     assert new_fingerprint != hashlib.sha256(old_der).hexdigest()
@@ -240,6 +241,26 @@ async def test_removed_tenant_handshake_fails(serve_gateway: StartServed) -> Non
 
     assert isinstance(outcome, aiohttp.ClientSSLError | aiohttp.ClientOSError), outcome
     assert "unknown ca" in str(outcome)
+
+
+async def test_reload_applies_new_crl(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    assert await status_of(client, "/whoami") == 200
+    harness = served.harness
+    write_crl(harness.ca, harness.client_certs["noord"], harness.folder / "noord.crl")
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(crl_file="noord.crl"),
+    )
+
+    record = await reload_by_signal(served)
+    status = await status_of(client, "/whoami")
+
+    assert record["event"] == "config_reloaded"
+    assert status == 403
+    (refusal,) = served.events("certificate_revoked")
+    assert refusal["tenant"] == "noord"
 
 
 async def test_reload_keeps_restart_settings(serve_gateway: StartServed) -> None:
@@ -349,3 +370,22 @@ async def test_mismatched_key_keeps_certificate(serve_gateway: StartServed) -> N
     assert "tls" in problem["message"]
     assert "the key belongs to the certificate" in problem["message"]
     assert peer_fingerprint(served) == before
+
+
+async def test_failed_reload_logs_no_secret(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    harness = served.harness
+    short_key = "too-short-for-a-session-key"
+    (harness.folder / "secrets" / "session-key-0").write_text(short_key)
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reload_failed"
+    (problem,) = served.events("config_problem")
+    assert "session-key-0" in problem["message"]
+    log = served.log_text()
+    assert short_key not in log
+    assert harness.api_token not in log
+    assert harness.signing_key.decode() not in log
+    for key in harness.session_keys:
+        assert key.decode() not in log
