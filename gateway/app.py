@@ -51,7 +51,7 @@ def redis_client(url: str, timeout: float) -> Redis:
 
 
 def session_codecs(config: Config) -> tuple[SessionCodec, PendingCodec]:
-    """Build the cookie codecs of ``session.keys``; a reload builds new ones."""
+    """Build the cookie codecs of ``session.keys``, at start and on each reload."""
     keys = [key.reveal() for key in config.gateway.session.keys]
     sessions = SessionCodec(CookieCodec(keys, "session"))
     pending = PendingCodec(CookieCodec(keys, "pending"), CookieCodec(keys, "csrf"))

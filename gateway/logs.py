@@ -35,7 +35,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
-            # Tells the workers of ``serve --workers`` apart.
+            # The process ID distinguishes the workers of serve --workers.
             "pid": record.process,
         }
         for key, value in vars(record).items():
