@@ -11,7 +11,7 @@ import datetime as dt
 import time
 from collections.abc import AsyncIterator, Callable
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 from redis.asyncio import Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
 from gateway.health import HealthMonitor, upstream_reachable
+from gateway.inflight import TRACKER, RequestTracker
 from gateway.metrics import Metrics
 from gateway.flows import forms, launch, logout, notices, proxied
 from gateway.flows.attempt_limits import AttemptLimiter
@@ -56,6 +57,34 @@ def redis_client(url: str, timeout: float) -> Redis:
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         health_check_interval=30,
+    )
+
+
+def session_codecs(config: Config) -> tuple[SessionCodec, PendingCodec]:
+    """Build the cookie codecs of ``session.keys``, at start and on each reload."""
+    keys = [key.reveal() for key in config.gateway.session.keys]
+    sessions = SessionCodec(CookieCodec(keys, "session"))
+    pending = PendingCodec(CookieCodec(keys, "pending"), CookieCodec(keys, "csrf"))
+    return sessions, pending
+
+
+def build_proxy(config: Config, http: ClientSession, metrics: Metrics) -> Proxy:
+    """Build the proxy, which signs with the first of ``upstream_signing_keys``."""
+    settings = config.gateway
+    return Proxy(
+        http,
+        settings.upstream.url,
+        settings.upstream_signing_keys[0].reveal(),
+        connect_timeout=settings.upstream.connect_timeout,
+        read_timeout=settings.upstream.timeout,
+        observe=metrics.upstream_latency.labels("proxy").observe,
+    )
+
+
+def build_attempts(config: Config, redis: Redis) -> AttemptLimiter:
+    forms = config.gateway.forms
+    return AttemptLimiter(
+        redis, account=forms.account_attempts, client=forms.client_attempts
     )
 
 
@@ -119,8 +148,8 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         # so that proxied requests that fill the proxy's pool, such as slow
         # uploads, cannot hold up logins.
         api_http = create_client_session(settings.upstream.max_connections)
-        keys = [key.reveal() for key in settings.session.keys]
         metrics = Metrics()
+        sessions, pending = session_codecs(config)
         revocations = _revocations(config, engine, redis, clock or time.time)
         subscriber_redis = pubsub_client(settings.redis.url, settings.redis.timeout)
         subscriber = RevocationSubscriber(
@@ -137,8 +166,8 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         )
         gateway = Gateway(
             config=config,
-            sessions=SessionCodec(CookieCodec(keys, "session")),
-            pending=PendingCodec(CookieCodec(keys, "pending"), CookieCodec(keys, "csrf")),
+            sessions=sessions,
+            pending=pending,
             links=links,
             revocations=revocations,
             redis=redis,
@@ -151,19 +180,8 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                 settings.upstream.timeout,
                 observe=metrics.upstream_latency.labels("api").observe,
             ),
-            proxy=Proxy(
-                http,
-                settings.upstream.url,
-                settings.upstream_signing_keys[0].reveal(),
-                connect_timeout=settings.upstream.connect_timeout,
-                read_timeout=settings.upstream.timeout,
-                observe=metrics.upstream_latency.labels("proxy").observe,
-            ),
-            attempts=AttemptLimiter(
-                redis,
-                account=settings.forms.account_attempts,
-                client=settings.forms.client_attempts,
-            ),
+            proxy=build_proxy(config, http, metrics),
+            attempts=build_attempts(config, redis),
             metrics=metrics,
             health=HealthMonitor(
                 {
@@ -180,7 +198,9 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
         )
         if clock is not None:
             gateway.clock = clock
-        metrics.watch(lambda: (gateway.config, links.cache_stats))
+        metrics.watch(lambda: gateway.config)
+        metrics.record_config(config)
+        links.cache_stats.listener = metrics.count_link_cache
         app[GATEWAY] = gateway
         await revocations.start()
         await gateway.health.start()
@@ -209,16 +229,21 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
             await subscriber_redis.aclose()
             await redis.aclose()
             await engine.dispose()
-            server_logger.info("gateway stopped", extra={"event": "stopped"})
+            server_logger.info(
+                "connection pools closed", extra={"event": "pools_closed"}
+            )
 
     return resources
 
 
 def create_app(config: Config, *, clock: Callable[[], float] | None = None) -> web.Application:
     """Build the gateway application for one configuration."""
+    tracker = RequestTracker()
     app = web.Application(
-        middlewares=MIDDLEWARES, client_max_size=config.gateway.limits.max_body_size
+        middlewares=[tracker.middleware, *MIDDLEWARES],
+        client_max_size=config.gateway.limits.max_body_size,
     )
+    app[TRACKER] = tracker
     render.setup(app)
     app.cleanup_ctx.append(_resources(config, clock))
     app.on_response_prepare.append(add_security_headers)

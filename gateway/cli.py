@@ -8,6 +8,7 @@ import datetime as dt
 import getpass
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,12 +24,17 @@ if TYPE_CHECKING:
 
     from gateway.links.cache import CachedLinkStore
     from gateway.ssolog.entry import Entry
+    from gateway.watch import Snapshot
 
 #: Largest key ``keys generate`` prints. HMAC-SHA256 hashes a key longer than
 #: 64 bytes down to 32, so longer keys add no strength.
 MAX_KEY_BYTES = 1024
 
 DEFAULT_CONFIG = os.environ.get("SSO_GATEWAY_CONFIG", "config/gateway.yaml")
+
+#: Largest ``serve --workers``, a bound against typos such as 400 for 4.
+#: Each worker opens pools of its own to upstream, Redis and the database.
+MAX_WORKERS = 64
 
 
 def _config_argument(parser: argparse.ArgumentParser) -> None:
@@ -70,11 +76,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.serve import serve
+    from gateway.watch import snapshot
 
     logs.configure(args.log_level)
+    # SIGHUP's default action ends a process. Before the gateway listens
+    # there is nothing to reload, and serve() or the workers' parent
+    # handles SIGHUP from then on.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    # Taken before loading, so that a file changed during the load is
+    # reloaded once the watcher runs.
+    baseline = snapshot(args.config)
     config = _load(args.config)
+    if args.workers > 1:
+        return _serve_workers(config, args.workers, baseline)
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, baseline=baseline))
     except SchemaOutdated as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -82,6 +98,28 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _serve_workers(config: Config, workers: int, baseline: Snapshot) -> int:
+    from gateway.workers import supervise
+
+    try:
+        return supervise(config, workers, baseline)
+    except ListenError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(
+            f"{count} is out of range: use 1 to {MAX_WORKERS} worker processes"
+        )
+    return count
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
@@ -615,6 +653,15 @@ def build_parser() -> argparse.ArgumentParser:
     _config_argument(serve)
     serve.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"]
+    )
+    serve.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=1,
+        help=(
+            "worker processes that share the listening sockets (default: 1, "
+            "which serves in this process); SIGHUP and SIGTERM go to the parent"
+        ),
     )
     serve.set_defaults(handler=cmd_serve)
 

@@ -175,8 +175,16 @@ class TlsAcceptor(asyncio.Protocol):
         self._task = loop.create_task(self._upgrade(transport))
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        """Drop the connection if its handshake has not finished yet."""
         if self._task is not None and not self._task.done():
             self._task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
 
     def data_received(self, data: bytes) -> None:
         self._early.extend(data)
@@ -269,6 +277,7 @@ class MutualTlsSite(BaseSite):
     """
 
     __slots__ = (
+        "_acceptors",
         "_balancers",
         "_contexts",
         "_handlers",
@@ -302,6 +311,7 @@ class MutualTlsSite(BaseSite):
         self._handshake_timeout = handshake_timeout
         self._on_failed = on_handshake_failed
         self._sock = sock
+        self._acceptors: set[TlsAcceptor] = set()
 
     @property
     def name(self) -> str:
@@ -316,13 +326,18 @@ class MutualTlsSite(BaseSite):
         handlers = self._handlers or server
 
         def factory() -> TlsAcceptor:
-            return TlsAcceptor(
+            acceptor = TlsAcceptor(
                 handlers,
                 self._contexts,
                 self._handshake_timeout,
                 self._on_failed,
                 self._balancers,
             )
+            # Finished acceptors are dropped here, so the set stays as small
+            # as the number of handshakes in progress.
+            self._acceptors = {item for item in self._acceptors if not item.done}
+            self._acceptors.add(acceptor)
+            return acceptor
 
         if self._sock is not None:
             self._server = await loop.create_server(
@@ -343,4 +358,15 @@ class MutualTlsSite(BaseSite):
     @property
     def port(self) -> int:
         return self._port
+
+    async def stop(self) -> None:
+        """Stop listening, and drop the connections still in their handshake.
+
+        A connection whose handshake finishes after this would otherwise be
+        handed to a server that is shutting down.
+        """
+        await super().stop()
+        for acceptor in self._acceptors:
+            acceptor.abort()
+        self._acceptors.clear()
 

@@ -337,6 +337,11 @@ class GatewayConfig(Section):
     revocations: RevocationsConfig = RevocationsConfig()
     views: dict[str, str] = Field(default_factory=dict)
     tenants_file: FilePath | None = None
+    #: After SIGTERM or SIGINT, requests in progress get this long to finish.
+    shutdown_timeout: Duration = 15.0
+    #: How often the configuration files and the files they name are checked
+    #: for changes, which reload the configuration; 0 turns the check off.
+    config_watch_interval: Duration = 2.0
 
     @model_validator(mode="wrap")
     @classmethod

@@ -22,9 +22,9 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -54,6 +54,16 @@ class CacheStats:
     hits: int = 0
     misses: int = 0
     errors: int = 0
+    #: Called with the counter's name on each count, such as to update a
+    #: metric that several worker processes add up.
+    listener: Callable[[str], None] | None = field(
+        default=None, repr=False, compare=False
+    )
+
+    def count(self, name: Literal["hits", "misses", "errors"]) -> None:
+        setattr(self, name, getattr(self, name) + 1)
+        if self.listener is not None:
+            self.listener(name)
 
 
 class _SkipCache(Exception):
@@ -138,9 +148,9 @@ class CachedLinkStore:
         except _SkipCache:
             hit, may_fill = None, False
         if hit is not None:
-            self.cache_stats.hits += 1
+            self.cache_stats.count("hits")
             return hit.link
-        self.cache_stats.misses += 1
+        self.cache_stats.count("misses")
         link = await self._backend.get(tenant, ysis_user)
         if may_fill and self._writes_started == writes_before:
             await self._fill(key, tenant, link)
@@ -285,7 +295,7 @@ class CachedLinkStore:
         self._record_error(tenant, f"Redis {command}", description)
 
     def _record_error(self, tenant: str, operation: str, description: str) -> None:
-        self.cache_stats.errors += 1
+        self.cache_stats.count("errors")
         now = time.monotonic()
         last = self._last_warning
         if last is not None and now - last < self._warning_interval:

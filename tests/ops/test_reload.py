@@ -1,0 +1,391 @@
+"""Reloading ``sso-gateway serve`` on SIGHUP and on changed files.
+
+Each test edits the files that the harness wrote, the way an operator
+would, and reads the outcome from the gateway's log, its /metrics and what
+clients see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from gateway.demo.upstream import STREAM_CHUNK_SIZE, stream_chunk
+from tests.middleware.test_pins import write_crl
+from tests.ops.conftest import WATCHING, StartServed
+from tests.support.harness import launch
+from tests.support.served import ServedGateway, http_request, read_response
+
+#: Chunks of each streamed response: about two seconds of /demo/stream.
+CHUNKS = 150
+
+
+def edit_yaml(path: Path, change: Any) -> None:
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def tenants_path(served: ServedGateway) -> Path:
+    return served.harness.folder / "tenants.yaml"
+
+
+def gateway_path(served: ServedGateway) -> Path:
+    return served.harness.folder / "gateway.yaml"
+
+
+async def reload_by_signal(served: ServedGateway) -> dict[str, Any]:
+    """Send SIGHUP and return the log record of the reload's outcome."""
+    mark = served.mark()
+    served.send_signal(signal.SIGHUP)
+    return await served.wait_for(
+        lambda record: (
+            record.get("event") in ("config_reloaded", "config_reload_failed")
+        ),
+        after=mark,
+    )
+
+
+async def logged_in(
+    served: ServedGateway, tenant: str, user: str
+) -> aiohttp.ClientSession:
+    await served.harness.add_link(tenant, user, f"medimo-{user}")
+    client = served.client(tenant)
+    response = await launch(client, tenant, userId=user)
+    assert response.status == 303
+    return client
+
+
+async def status_of(client: aiohttp.ClientSession, path: str) -> int:
+    async with client.get(path) as response:
+        await response.read()
+        return response.status
+
+
+async def stream(client: aiohttp.ClientSession) -> bytes:
+    async with client.get(f"/demo/stream?chunks={CHUNKS}") as response:
+        assert response.status == 200
+        return await response.read()
+
+
+def peer_fingerprint(served: ServedGateway) -> str:
+    with served.tls_socket() as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return hashlib.sha256(der).hexdigest()
+
+
+# --- requests during reloads --------------------------------------------------
+
+
+async def test_reload_keeps_streams_running(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    streams = [asyncio.create_task(stream(client)) for _ in range(4)]
+    statuses: list[int] = []
+
+    async def short_requests() -> None:
+        while not all(task.done() for task in streams):
+            statuses.append(await status_of(client, "/whoami"))
+
+    requests = asyncio.create_task(short_requests())
+    outcomes = []
+    for index in range(3):
+        edit_yaml(
+            tenants_path(served),
+            lambda data: data["tenants"][1].update(display_name=f"Zuid {index}"),
+        )
+        outcomes.append(await reload_by_signal(served))
+    bodies = await asyncio.gather(*streams)
+    await requests
+
+    assert [record["event"] for record in outcomes] == ["config_reloaded"] * 3
+    expected = b"".join(stream_chunk(index) for index in range(CHUNKS))
+    assert all(len(body) == CHUNKS * STREAM_CHUNK_SIZE for body in bodies)
+    assert all(body == expected for body in bodies)
+    assert statuses
+    assert set(statuses) == {200}
+
+
+async def test_reload_changes_config_hash(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    (started,) = served.events("started")
+    edit_yaml(
+        tenants_path(served), lambda data: data["tenants"][1].update(display_name="Z")
+    )
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reloaded"
+    assert record["trigger"] == "SIGHUP"
+    assert record["config_hash"] != started["config_hash"]
+    assert (
+        await served.metric("sso_gateway_config_reloads_total", result="success") == 1
+    )
+    assert (
+        await served.metric("sso_gateway_config_info", hash=record["config_hash"]) == 1
+    )
+
+
+async def test_file_change_triggers_reload(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides=WATCHING)
+    mark = served.mark()
+
+    edit_yaml(
+        tenants_path(served), lambda data: data["tenants"][1].update(display_name="Z")
+    )
+    record = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert record["trigger"] == "file change"
+
+
+async def test_certificate_file_change_triggers_reload(
+    serve_gateway: StartServed,
+) -> None:
+    served = await serve_gateway(gateway_overrides=WATCHING)
+    before = peer_fingerprint(served)
+    mark = served.mark()
+
+    harness = served.harness
+    rotated = harness.ca.issue_cert("localhost", "127.0.0.1", "::1")
+    harness.pem("server-key.pem", rotated.private_key_pem)
+    harness.pem("server.pem", rotated.cert_chain_pems[0])
+    record = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert record["trigger"] == "file change"
+    assert peer_fingerprint(served) != before
+
+
+# --- what a reload changes ----------------------------------------------------
+
+
+async def test_reload_rotates_server_certificate(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    port = served.port
+    open_connection = await asyncio.to_thread(served.tls_socket)
+    try:
+        open_connection.sendall(http_request(port, "/sso/afgemeld"))
+        assert (await asyncio.to_thread(read_response, open_connection))[0] == 200
+        old_der = open_connection.getpeercert(binary_form=True)
+        harness = served.harness
+        rotated = harness.ca.issue_cert("localhost", "127.0.0.1", "::1")
+        harness.pem("server.pem", rotated.cert_chain_pems[0])
+        harness.pem("server-key.pem", rotated.private_key_pem)
+
+        assert (await reload_by_signal(served))["event"] == "config_reloaded"
+        new_fingerprint = peer_fingerprint(served)
+        open_connection.sendall(http_request(port, "/sso/afgemeld"))
+        status, _ = await asyncio.to_thread(read_response, open_connection)
+    finally:
+        open_connection.close()
+
+    assert old_der is not None
+    assert new_fingerprint != hashlib.sha256(old_der).hexdigest()
+    rotated_der = rotated.cert_chain_pems[0].bytes()
+    assert new_fingerprint == hashlib.sha256(pem_to_der(rotated_der)).hexdigest()
+    assert status == 200
+
+
+def pem_to_der(pem: bytes) -> bytes:
+    import ssl
+
+    return ssl.PEM_cert_to_DER_cert(pem.decode("ascii"))
+
+
+def remove_noord(data: dict[str, Any]) -> None:
+    data["tenants"] = [
+        tenant for tenant in data["tenants"] if tenant["name"] != "noord"
+    ]
+
+
+async def test_removed_tenant_session_refused(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    await served.harness.add_link("noord", "jan", "medimo-jan")
+    # A browser's open keep-alive connection passed its handshake before the
+    # reload, so only the session check can refuse the cookie on it.
+    client = served.client("noord", keepalive=True)
+    assert (await launch(client, "noord", userId="jan")).status == 303
+    assert await status_of(client, "/whoami") == 200
+    edit_yaml(tenants_path(served), remove_noord)
+
+    record = await reload_by_signal(served)
+    status = await status_of(client, "/whoami")
+
+    assert record["event"] == "config_reloaded"
+    assert record["tenants"] == 1
+    assert status == 401
+    (refusal,) = served.events("tenant_removed")
+    assert refusal["tenant"] == "noord"
+
+
+async def test_removed_tenant_handshake_fails(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    edit_yaml(tenants_path(served), remove_noord)
+
+    await reload_by_signal(served)
+    try:
+        await status_of(client, "/whoami")
+    except aiohttp.ClientError as error:
+        outcome: BaseException | None = error
+    else:
+        outcome = None
+
+    assert isinstance(outcome, aiohttp.ClientSSLError | aiohttp.ClientOSError), outcome
+    assert "unknown ca" in str(outcome)
+
+
+async def test_reload_applies_new_crl(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    assert await status_of(client, "/whoami") == 200
+    harness = served.harness
+    write_crl(harness.ca, harness.client_certs["noord"], harness.folder / "noord.crl")
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(crl_file="noord.crl"),
+    )
+
+    record = await reload_by_signal(served)
+    status = await status_of(client, "/whoami")
+
+    assert record["event"] == "config_reloaded"
+    assert status == 403
+    (refusal,) = served.events("certificate_revoked")
+    assert refusal["tenant"] == "noord"
+
+
+async def test_reload_keeps_restart_settings(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    port = served.port
+    mark = served.mark()
+    edit_yaml(gateway_path(served), lambda data: data["listen"].update(port=port + 1))
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reloaded"
+    (warning,) = [
+        line
+        for line in served.records()[mark:]
+        if line.get("event") == "config_restart_required"
+    ]
+    assert warning["key"] == "listen.port"
+    assert "restart to apply" in warning["message"]
+    assert warning["level"] == "warning"
+    assert peer_fingerprint(served)
+
+
+# --- a broken file ------------------------------------------------------------
+
+
+async def test_broken_file_keeps_config(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    (started,) = served.events("started")
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(allowed_ips=["10.0.0.1"]),
+    )
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reload_failed"
+    assert await status_of(client, "/whoami") == 200
+    assert (
+        await served.metric("sso_gateway_config_info", hash=started["config_hash"]) == 1
+    )
+
+
+async def test_broken_file_logs_problems(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    mark = served.mark()
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(allowed_ips=["10.0.0.1"], views=["x"]),
+    )
+    command = ["check-config", "--config", str(gateway_path(served))]
+    checked = subprocess.run(
+        [sys.executable, "-m", "gateway", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    errors = [
+        line
+        for line in checked.stdout.splitlines()
+        if ": " in line and ": warning: " not in line and "error(s)" not in line
+    ]
+
+    record = await reload_by_signal(served)
+
+    assert record["errors"] == 2
+    logged = [
+        line["message"]
+        for line in served.records()[mark:]
+        if line.get("event") == "config_problem"
+    ]
+    assert len(errors) == 2
+    assert logged == errors
+    assert all(line["level"] == "error" for line in served.events("config_problem"))
+
+
+async def test_broken_file_counted_as_failure(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    edit_yaml(tenants_path(served), lambda data: data["tenants"][0].update(views=["x"]))
+
+    await reload_by_signal(served)
+
+    assert (
+        await served.metric("sso_gateway_config_reloads_total", result="failure") == 1
+    )
+    assert (
+        await served.metric("sso_gateway_config_reloads_total", result="success") == 0
+    )
+    assert await served.metric("sso_gateway_config_last_reload_success") == 0
+
+
+async def test_mismatched_key_keeps_certificate(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    before = peer_fingerprint(served)
+    other = served.harness.ca.issue_cert("localhost")
+    served.harness.pem("server-key.pem", other.private_key_pem)
+    mark = served.mark()
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reload_failed"
+    (problem,) = [
+        line
+        for line in served.records()[mark:]
+        if line.get("event") == "config_problem"
+    ]
+    assert "tls" in problem["message"]
+    assert "the key belongs to the certificate" in problem["message"]
+    assert peer_fingerprint(served) == before
+
+
+async def test_failed_reload_logs_no_secret(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    harness = served.harness
+    short_key = "too-short-for-a-session-key"
+    (harness.folder / "secrets" / "session-key-0").write_text(short_key)
+
+    record = await reload_by_signal(served)
+
+    assert record["event"] == "config_reload_failed"
+    (problem,) = served.events("config_problem")
+    assert "session-key-0" in problem["message"]
+    log = served.log_text()
+    assert short_key not in log
+    assert harness.api_token not in log
+    assert harness.signing_key.decode() not in log
+    for key in harness.session_keys:
+        assert key.decode() not in log
