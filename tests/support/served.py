@@ -293,3 +293,27 @@ def read_response(sock: ssl.SSLSocket) -> tuple[int, bytes]:
 def accepts(port: int) -> bool:
     """Tell whether a TCP connection to the loopback port succeeds."""
     return _accepts(port)
+
+
+async def start_served_peer(first: ServedGateway, folder: Path) -> ServedGateway:
+    """Start a second ``serve`` process of ``first``'s deployment in ``folder``.
+
+    It shares the database, Redis, keys, tenants and client certificates,
+    and has its own server certificate, port and demo upstream.
+    """
+    folder.mkdir()
+    return await start_served(first.harness.peer(folder))
+
+
+async def run_cli(served: ServedGateway, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``sso-gateway ARGS --config`` on ``served``'s files, as an operator."""
+    config = served.harness.folder / "gateway.yaml"
+    command = [sys.executable, "-m", "gateway", *args, "--config", str(config)]
+    return await asyncio.to_thread(
+        subprocess.run,
+        command,
+        capture_output=True,
+        text=True,
+        cwd=served.harness.folder,
+        timeout=60,
+    )
