@@ -21,7 +21,13 @@ from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from gateway.config import yamlfile
-from gateway.config.models import FilePath, GatewayConfig, TenantConfig, TlsConfig
+from gateway.config.models import (
+    FilePath,
+    GatewayConfig,
+    TenantConfig,
+    TlsConfig,
+    UpstreamConfig,
+)
 from gateway.config.types import covers_everyone
 from gateway.errors import ConfigError
 
@@ -519,6 +525,18 @@ def _check_gateway_files(
             )
 
 
+def _check_upstream_timeouts(
+    upstream: UpstreamConfig, locate: _Locator, problems: _Problems
+) -> None:
+    if upstream.connect_timeout > upstream.timeout:
+        problems.warn(
+            locate(["upstream", "connect_timeout"]),
+            f"{upstream.connect_timeout:g} s is longer than upstream.timeout "
+            f"({upstream.timeout:g} s), which bounds connecting too: lower it "
+            "to upstream.timeout or less",
+        )
+
+
 def _load_tenants(
     document: yamlfile.Document,
     locate: _Locator,
@@ -618,6 +636,8 @@ def load_config(path: Path | str, *, now: dt.datetime | None = None) -> Config:
         tls = None
     if tls is not None:
         _check_gateway_files(tls, locate, problems, now)
+    if gateway is not None:
+        _check_upstream_timeouts(gateway.upstream, locate, problems)
 
     tenants_path = _tenants_path(path, data, gateway)
     tenants: dict[str, Tenant] = {}

@@ -98,11 +98,13 @@ class Proxy:
         self._key = signing_key
         self._timeout = aiohttp.ClientTimeout(
             total=None,
-            # aiohttp's connect timeout includes the wait for a free pool
-            # connection, which is otherwise unbounded: with a full pool,
-            # a request gets 504 after this instead of hanging.
-            connect=max(connect_timeout, read_timeout),
-            sock_connect=connect_timeout,
+            # aiohttp's connect timeout covers the wait for a free pool
+            # connection and the connecting itself. Bounding both by the read
+            # timeout keeps a slow upstream from queueing requests: with a
+            # full pool, a request gets 504 after read_timeout, not after
+            # every request ahead of it.
+            connect=read_timeout,
+            sock_connect=min(connect_timeout, read_timeout),
             sock_read=read_timeout,
         )
 

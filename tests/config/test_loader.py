@@ -772,6 +772,21 @@ def test_expired_certificate_warns(files: Files) -> None:
     assert any(f"expired on {past:%Y-%m-%d}" in warning for warning in warnings)
 
 
+def test_connect_timeout_over_timeout_warns(files: Files) -> None:
+    gateway = edit(GATEWAY, "  url: http://127.0.0.1:9\n", "  url: http://127.0.0.1:9\n  timeout: 2s\n")
+
+    warnings = files.load(gateway=gateway).warnings
+
+    (warning,) = [warning for warning in warnings if "upstream.connect_timeout" in warning]
+    assert "5 s is longer than upstream.timeout (2 s)" in warning
+
+
+def test_default_timeouts_no_warning(files: Files) -> None:
+    warnings = files.load().warnings
+
+    assert not [warning for warning in warnings if "connect_timeout" in warning]
+
+
 def test_distant_expiry_no_warning(files: Files) -> None:
     files.issue("noord", not_after=dt.datetime.now(dt.UTC) + dt.timedelta(days=31))
 

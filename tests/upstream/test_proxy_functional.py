@@ -646,6 +646,32 @@ async def test_upstream_slow_is_504(make_gateway: MakeGateway) -> None:
     assert 0.9 <= elapsed < 2.5
 
 
+async def test_slow_upstream_pool_stays_bounded(make_gateway: MakeGateway) -> None:
+    overrides = {"upstream": {"timeout": "1s", "max_connections": 2}}
+    harness = await make_gateway(gateway_overrides=overrides)
+    client = await logged_in(harness)
+
+    async def slow() -> int:
+        async with client.get("/demo/slow", params={"seconds": "3"}) as response:
+            await response.read()
+            return response.status
+
+    started = time.monotonic()
+    requests = [asyncio.create_task(slow()) for _ in range(8)]
+    await asyncio.sleep(0.5)
+    reached = [r for r in harness.upstream_received if r.path_qs.startswith("/demo/slow")]
+    statuses = await asyncio.gather(*requests)
+    elapsed = time.monotonic() - started
+
+    # Two requests hold the pool; the other six wait for it, not upstream.
+    assert len(reached) == 2
+    assert statuses == [504] * 8
+    # Waiting for a pooled connection counts against the same timeout.
+    assert elapsed < 2.8
+    async with client.get("/whoami") as response:
+        assert response.status == 200
+
+
 # --- session refresh ------------------------------------------------------------
 
 
