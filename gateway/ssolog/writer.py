@@ -72,6 +72,8 @@ class SsoLogWriter:
         self._failures = 0
         self._wake = asyncio.Event()
         self._stopping = False
+        #: Set by stop(), so that a retry pause ends at once.
+        self._stop_requested = asyncio.Event()
         self._append_task: asyncio.Task[None] | None = None
         self._purge_task: asyncio.Task[None] | None = None
         self._failure_throttle = LogThrottle()
@@ -114,6 +116,7 @@ class SsoLogWriter:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._purge_task
         self._stopping = True
+        self._stop_requested.set()
         self._wake.set()
         if self._append_task is None:
             return
@@ -163,7 +166,7 @@ class SsoLogWriter:
             if await self._append(self._batch):
                 self._batch = []
             else:
-                await asyncio.sleep(self._pause())
+                await self._retry_pause()
 
     def _next_batch(self) -> list[Entry]:
         size = min(BATCH_SIZE, len(self._queue))
@@ -191,6 +194,15 @@ class SsoLogWriter:
             )
             self._failures = 0
         return True
+
+    async def _retry_pause(self) -> None:
+        """Wait before the next attempt; a stop ends the wait early."""
+        pause = self._pause()
+        if self._stopping:
+            await asyncio.sleep(pause)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop_requested.wait(), pause)
 
     def _pause(self) -> float:
         pause = self._first_pause * 2.0 ** min(self._failures - 1, 16)

@@ -20,7 +20,8 @@ pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-async def gateway(make_gateway: MakeGateway, postgres_database_url: str) -> AsyncIterator[GatewayHarness]:
+async def gateway(postgres_database_url: str, make_gateway: MakeGateway) -> AsyncIterator[GatewayHarness]:
+    # The database comes first, so that it is dropped after the gateway stops.
     started = await make_gateway(database_url=postgres_database_url)
     await started.add_link("noord", "ysis-jan", "medimo-jan")
     yield started

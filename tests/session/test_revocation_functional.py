@@ -43,7 +43,7 @@ async def log_out(gateway: GatewayHarness, client: aiohttp.ClientSession) -> Non
 
 
 async def test_logout_reaches_other_instance(
-    make_gateway: MakeGateway, killable_redis: RedisServer, database_url: str
+    database_url: str, make_gateway: MakeGateway, killable_redis: RedisServer
 ) -> None:
     first, second = await start_pair(
         make_gateway, killable_redis, feed(), database_url=database_url

@@ -591,6 +591,22 @@ async def test_writer_stop_flushes(log: SqlSsoLog) -> None:
     assert len(await all_rows(log)) == 2
 
 
+async def test_writer_stop_ends_retry_pause(
+    log: SqlSsoLog, engine: AsyncEngine
+) -> None:
+    writer = new_writer(log, first_pause=60.0, max_pause=60.0)
+    await writer.start()
+    await rename_table(engine, "sso_log", "sso_log_away")
+    writer.record(launch(0))
+    await asyncio.sleep(0.3)
+    await rename_table(engine, "sso_log_away", "sso_log")
+
+    # The first attempt failed, so the writer waits 60 s unless stopped.
+    await asyncio.wait_for(writer.stop(), 5)
+
+    assert len(await all_rows(log)) == 1
+
+
 async def test_writer_stop_gives_up(
     log: SqlSsoLog, engine: AsyncEngine, caplog: pytest.LogCaptureFixture
 ) -> None:
