@@ -1001,6 +1001,11 @@ def test_log_schema_missing(cli: Cli, tmp_path: Path, redis_url: str) -> None:
     config = write_config(tmp_path / "fresh", redis_url)
 
     result = cli.run("log", "--config", config)
+
+    assert result.returncode == 2
+    assert "sso-gateway db upgrade" in result.stderr
+
+
 # --- sessions revoke ---------------------------------------------------------
 
 
