@@ -10,19 +10,26 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gateway.config.loader import Config, load_certificates, load_config
 from gateway.config.types import MIN_KEY_BYTES
-from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdated
+from gateway.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    LinkConflict,
+    ListenError,
+    SchemaOutdated,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.links.cache import CachedLinkStore
+    from gateway.links.store import Link
     from gateway.ssolog.entry import Entry
     from gateway.watch import Snapshot
 
@@ -89,15 +96,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.workers > 1:
         return _serve_workers(config, args.workers, baseline)
-    try:
-        asyncio.run(serve(config, baseline=baseline))
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ListenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def run() -> int:
+        try:
+            asyncio.run(serve(config, baseline=baseline))
+        except ListenError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run_database(run)
 
 
 def _serve_workers(config: Config, workers: int, baseline: Snapshot) -> int:
@@ -122,11 +130,47 @@ def _worker_count(text: str) -> int:
     return count
 
 
+def _run_database(work: Callable[[], int], failed: str | None = None) -> int:
+    """Run the part of a command that uses the database, and return its exit status.
+
+    Every command that opens the database runs through here, so that each
+    way the database can fail prints one line on standard error and never a
+    traceback. An outdated schema exits 2 and a database that cannot be
+    reached exits 1. An error after connecting exits 1 with ``failed`` before
+    the driver's reason, unless ``failed`` is None: then it propagates, as
+    ``serve`` needs.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.storage.database import describe_error
+
+    try:
+        return work()
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        if failed is None:
+            raise
+        print(f"error: {failed}: {describe_error(exc)}", file=sys.stderr)
+        return 1
+
+
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    config = _load(args.config)
+    return _run_database(
+        lambda: _upgrade(config.gateway.database.url),
+        failed="upgrading the database schema failed",
+    )
+
+
+def _upgrade(url: str) -> int:
     from gateway.storage.database import upgrade
 
-    config = _load(args.config)
-    upgrade(config.gateway.database.url)
+    upgrade(url)
     print("database schema is up to date")
     return 0
 
@@ -222,9 +266,6 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
             ),
         ]
         return 0 if await log_admin(config, engine, entries) else 1
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         await redis.aclose()
         await engine.dispose()
@@ -275,20 +316,33 @@ def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
         )
 
 
-async def _export_links(config: Config, args: argparse.Namespace) -> int:
+async def _links_to_export(config: Config, args: argparse.Namespace) -> list[Link]:
     from gateway.links.sql import SqlLinkStore
-    from gateway.links.transfer import write_csv
     from gateway.storage.database import create_engine, require_current_schema
+
+    engine = create_engine(config.gateway.database.url)
+    try:
+        await require_current_schema(engine)
+        return await SqlLinkStore(engine).list(args.tenant)
+    finally:
+        await engine.dispose()
+
+
+def _export_links(config: Config, args: argparse.Namespace) -> int:
+    from gateway.links.transfer import write_csv
 
     if args.tenant is not None and args.tenant not in config.tenants:
         print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
         return 1
-    engine = create_engine(config.gateway.database.url)
-    try:
-        await require_current_schema(engine)
-        found = await SqlLinkStore(engine).list(args.tenant)
-    finally:
-        await engine.dispose()
+    found: list[Link] = []
+
+    def read() -> int:
+        found.extend(asyncio.run(_links_to_export(config, args)))
+        return 0
+
+    code = _run_database(read, failed="reading the link table failed")
+    if code != 0:
+        return code
     if args.output in (None, "-"):
         count = write_csv(found, sys.stdout)
     else:
@@ -375,23 +429,22 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
 
 def cmd_links_transfer(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    try:
-        if args.links_command == "export":
-            return asyncio.run(_export_links(config, args))
+    if args.links_command == "export":
+        return _export_links(config, args)
+    if args.operator is None:
+        args.operator = _login_name()
         if args.operator is None:
-            args.operator = _login_name()
-            if args.operator is None:
-                return 1
-        try:
-            with open(args.file, encoding="utf-8-sig", newline="") as source:
-                text = source.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"error: {args.file} cannot be read as UTF-8 text: {exc}", file=sys.stderr)
             return 1
-        return asyncio.run(_import_links(config, args, text))
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    try:
+        with open(args.file, encoding="utf-8-sig", newline="") as source:
+            text = source.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"error: {args.file} cannot be read as UTF-8 text: {exc}", file=sys.stderr)
+        return 1
+    return _run_database(
+        lambda: asyncio.run(_import_links(config, args, text)),
+        failed="nothing was imported, the database failed",
+    )
 
 
 def _login_name() -> str | None:
@@ -472,7 +525,15 @@ def cmd_links(args: argparse.Namespace) -> int:
             print(f"error: {problem}", file=sys.stderr)
             return 1
     config = _load(args.config)
-    return asyncio.run(_with_links(config, args.links_command, args))
+    failed = {
+        "list": "reading the link table failed",
+        "add": "the link table failed",
+        "remove": "the link table failed",
+    }[args.links_command]
+    return _run_database(
+        lambda: asyncio.run(_with_links(config, args.links_command, args)),
+        failed=failed,
+    )
 
 
 def _sessions_problem(args: argparse.Namespace, config: Config) -> str | None:
@@ -500,8 +561,6 @@ def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
 
 
 async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from gateway.app import redis_client
     from gateway.ssolog.commands import log_admin
     from gateway.storage.database import create_engine, require_current_schema
@@ -524,25 +583,9 @@ async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
             detail=f"{kind} sessions revoked until {expires.isoformat()}",
         )
         return 0 if await log_admin(config, engine, [entry]) else 1
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (SQLAlchemyError, OSError) as exc:
-        print(
-            f"error: nothing was revoked, the database failed: {_database_error(exc)}",
-            file=sys.stderr,
-        )
-        return 1
     finally:
         await redis.aclose()
         await engine.dispose()
-
-
-def _database_error(exc: Exception) -> str:
-    """Word a database error in one line, without the SQL statement."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
@@ -555,7 +598,13 @@ def cmd_sessions(args: argparse.Namespace) -> int:
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    return asyncio.run(_revoke_sessions(config, args))
+    return _run_database(
+        lambda: asyncio.run(_revoke_sessions(config, args)),
+        failed="nothing was revoked, the database failed",
+    )
+
+
+_LOG_FAILED = "accessing the SSO log failed"
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -570,7 +619,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         until=args.until,
         limit=args.limit,
     )
-    return asyncio.run(print_rows(config, query))
+    return _run_database(
+        lambda: asyncio.run(print_rows(config, query)), failed=_LOG_FAILED
+    )
 
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
@@ -578,7 +629,8 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
 
     if _log_filters_given(args):
         return 2
-    return asyncio.run(verify(_load(args.config)))
+    config = _load(args.config)
+    return _run_database(lambda: asyncio.run(verify(config)), failed=_LOG_FAILED)
 
 
 def cmd_log_purge(args: argparse.Namespace) -> int:
@@ -590,7 +642,10 @@ def cmd_log_purge(args: argparse.Namespace) -> int:
         args.operator = _login_name()
         if args.operator is None:
             return 1
-    return asyncio.run(purge(_load(args.config), args.operator))
+    config = _load(args.config)
+    return _run_database(
+        lambda: asyncio.run(purge(config, args.operator)), failed=_LOG_FAILED
+    )
 
 
 _LOG_FILTERS = ("tenant", "user", "since", "until", "limit")

@@ -67,7 +67,10 @@ class Cli:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
 
-    def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the command; ``env`` adds variables to this process's environment."""
         result = subprocess.run(
             [*command(), *map(str, args)],
             cwd=self.cwd,
@@ -75,6 +78,7 @@ class Cli:
             text=True,
             timeout=30,
             check=False,
+            env=None if env is None else {**os.environ, **env},
         )
         assert "Traceback" not in result.stderr, result.stderr
         return result

@@ -12,7 +12,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from gateway.storage.database import create_engine
+from gateway.storage.database import connect, create_engine
 from gateway.storage.tables import metadata
 
 
@@ -53,7 +53,8 @@ def _run_on_connection(connection: Connection) -> None:
 async def _run_online(url: str) -> None:
     engine = create_engine(url)
     try:
-        async with engine.connect() as connection:
+        # A database that cannot be reached raises DatabaseUnavailable here.
+        async with connect(engine) as connection:
             await connection.run_sync(_run_on_connection)
     finally:
         await engine.dispose()
