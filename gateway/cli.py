@@ -168,10 +168,18 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _upgrade(url: str) -> int:
-    from gateway.storage.database import upgrade
+    from gateway.storage.database import head_revision, upgrade
 
-    upgrade(url)
-    print("database schema is up to date")
+    applied = upgrade(url)
+    if not applied:
+        print(f"database schema is up to date at revision {head_revision()}")
+        return 0
+    start = applied[0][0] or "none"
+    revisions = ", ".join(revision for _, revision in applied)
+    print(
+        f"upgraded the database schema from {start} to {applied[-1][1]} "
+        f"(applied {revisions})"
+    )
     return 0
 
 

@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import redis
 import trustme
+from alembic.command import upgrade as command_upgrade
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text as sql_text
@@ -32,7 +33,7 @@ from gateway.config.loader import load_config
 from gateway.links.cache import NOT_FOUND_MARKER, link_key
 from gateway.ssolog.entry import Entry
 from gateway.ssolog.store import SqlSsoLog
-from gateway.storage.database import create_engine
+from gateway.storage.database import alembic_config, create_engine
 from gateway.storage.revocations import Revocation, SqlRevocationStore
 from tests.support.harness import GatewayHarness, cookie_status, launch, whoami
 from tests.support.pair import (
@@ -378,7 +379,9 @@ def test_db_upgrade_creates_schema(cli: Cli, config_path: Path) -> None:
     result = cli.run("db", "upgrade", "--config", config_path)
 
     assert result.returncode == 0, result.stderr
-    assert "database schema is up to date" in result.stdout
+    assert result.stdout == (
+        "upgraded the database schema from none to 0003 (applied 0001, 0002, 0003)\n"
+    )
     tables = sqlite_tables(config_path.with_name("gateway.db"))
     assert {"links", "revocations", "alembic_version"} <= tables
 
@@ -389,6 +392,42 @@ def test_db_upgrade_twice(cli: Cli, config_path: Path) -> None:
     result = cli.run("db", "upgrade", "--config", config_path)
 
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "database schema is up to date at revision 0003\n"
+
+
+def test_db_upgrade_from_older_revision(
+    cli: Cli, tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    folder = tmp_path / "older"
+    folder.mkdir()
+    harness = GatewayHarness(folder, redis_url=redis_url, database_url=database_url)
+    config = harness.write_config(upstream_port=9)
+    command_upgrade(alembic_config(database_url), "0001")
+
+    result = cli.run("db", "upgrade", "--config", config)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "upgraded the database schema from 0001 to 0003 (applied 0002, 0003)\n"
+    )
+
+
+def test_db_upgrade_unknown_revision(cli: Cli, config_path: Path) -> None:
+    cli.run("db", "upgrade", "--config", config_path)
+    database = config_path.with_name("gateway.db")
+    connection = sqlite3.connect(database)
+    with connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099'")
+    connection.close()
+
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "error: database schema is at revision '0099', which this gateway "
+        "version does not know"
+    )
 
 
 def test_db_upgrade_relative_sqlite(cli: Cli, config_path: Path, cwd: Path) -> None:

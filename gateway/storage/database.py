@@ -201,6 +201,14 @@ async def current_revision(engine: AsyncEngine) -> str | None:
         return await connection.run_sync(_read_revision)
 
 
+async def _revision_at(url: str) -> str | None:
+    engine = create_engine(url)
+    try:
+        return await current_revision(engine)
+    finally:
+        await engine.dispose()
+
+
 def _read_revision(connection: Connection) -> str | None:
     return MigrationContext.configure(connection).get_current_revision()
 
@@ -221,14 +229,18 @@ async def require_current_schema(engine: AsyncEngine) -> None:
             f"{expected!r}: {UPGRADE_HINT}"
         )
     if not _is_known_revision(current):
-        raise SchemaOutdated(
-            f"database schema is at revision {current!r}, which this gateway "
-            f"version does not know (expected {expected!r}): install the gateway "
-            f"version that wrote it or restore a matching database"
-        )
+        raise _unknown_revision(current, expected)
     raise SchemaOutdated(
         f"database schema is at revision {current!r}, expected {expected!r}: "
         f"{UPGRADE_HINT}"
+    )
+
+
+def _unknown_revision(current: str, expected: str) -> SchemaOutdated:
+    return SchemaOutdated(
+        f"database schema is at revision {current!r}, which this gateway "
+        f"version does not know (expected {expected!r}): install the gateway "
+        f"version that wrote it or restore a matching database"
     )
 
 
@@ -240,11 +252,23 @@ def _is_known_revision(revision: str) -> bool:
         return False
 
 
-def upgrade(url: str) -> None:
+def upgrade(url: str) -> list[tuple[str | None, str]]:
     """Migrate the database at ``url`` to the head revision.
 
-    Raise DatabaseUnavailable when the database cannot be reached. Alembic's
-    environment runs its own event loop, so call this from synchronous code
-    or a worker thread, never inside a running loop.
+    Return each step that was applied, as the revisions it went from and to
+    (``None`` for a database without gateway tables): an empty list means
+    that the schema was already at the head. Raise DatabaseUnavailable when
+    the database cannot be reached, and SchemaOutdated when a newer gateway
+    version wrote it.
+
+    Alembic's environment runs its own event loop, so call this from
+    synchronous code or a worker thread, never inside a running loop.
     """
-    command.upgrade(alembic_config(url), "head")
+    current = asyncio.run(_revision_at(url))
+    if current is not None and not _is_known_revision(current):
+        raise _unknown_revision(current, head_revision())
+    config = alembic_config(url)
+    applied: list[tuple[str | None, str]] = []
+    config.attributes["applied"] = applied
+    command.upgrade(config, "head")
+    return applied
