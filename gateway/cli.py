@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import datetime as dt
 import getpass
 import os
@@ -12,7 +13,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.config.loader import Config, load_certificates, load_config
 from gateway.config.types import MIN_KEY_BYTES
@@ -351,13 +352,38 @@ def _export_links(config: Config, args: argparse.Namespace) -> int:
     code = _run_database(read, failed="reading the link table failed")
     if code != 0:
         return code
+    count: int | None
     if args.output in (None, "-"):
         count = write_csv(found, sys.stdout)
     else:
-        with open(args.output, "w", encoding="utf-8", newline="") as output:
-            count = write_csv(found, output)
+        count = _write_file(args.output, lambda output: write_csv(found, output))
+    if count is None:
+        return 1
     print(f"exported {count} link(s)", file=sys.stderr)
     return 0
+
+
+def _write_file(path: str, write: Callable[[TextIO], int]) -> int | None:
+    """Write a file whole or not at all, and return what ``write`` returned.
+
+    The text goes to a temporary file beside ``path`` that replaces it at
+    the end, so a failure leaves an earlier file as it was.
+    """
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as output:
+            result = write(output)
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        print(
+            f"error: {path} cannot be written: {exc.strerror or exc}; nothing was "
+            "exported",
+            file=sys.stderr,
+        )
+        return None
+    return result
 
 
 async def _import_links(config: Config, args: argparse.Namespace, text: str) -> int:
@@ -436,18 +462,13 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
 
 
 def cmd_links_transfer(args: argparse.Namespace) -> int:
-    config = _load(args.config)
     if args.links_command == "export":
-        return _export_links(config, args)
-    if args.operator is None:
-        args.operator = _login_name()
-        if args.operator is None:
-            return 1
-    try:
-        with open(args.file, encoding="utf-8-sig", newline="") as source:
-            text = source.read()
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"error: {args.file} cannot be read as UTF-8 text: {exc}", file=sys.stderr)
+        return _export_links(_load(args.config), args)
+    if not _resolve_operator(args):
+        return 1
+    config = _load(args.config)
+    text = _read_import(args.file)
+    if text is None:
         return 1
     return _run_database(
         lambda: asyncio.run(_import_links(config, args, text)),
@@ -455,16 +476,66 @@ def cmd_links_transfer(args: argparse.Namespace) -> int:
     )
 
 
-def _login_name() -> str | None:
+def _read_import(path: str) -> str | None:
+    """Return the text of the file to import, or print why it cannot be read."""
+    where = path
     try:
-        return getpass.getuser()
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        problem = "does not exist: check the path"
+    except IsADirectoryError:
+        problem = "is a folder: name the CSV file in it"
+    except PermissionError:
+        problem = "cannot be read: permission denied"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror or exc}"
+    else:
+        # Spreadsheets often start UTF-8 CSV with a byte order mark.
+        body = data.removeprefix(codecs.BOM_UTF8)
+        try:
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = body.count(b"\n", 0, exc.start) + 1
+            where = f"{path}:{line}:"
+            problem = "cannot be read as UTF-8 text: save the file as UTF-8 CSV"
+    print(f"error: {where} {problem}; nothing was imported", file=sys.stderr)
+    return None
+
+
+def _resolve_operator(args: argparse.Namespace) -> bool:
+    """Fill in ``--operator`` from the login name if needed, and check it.
+
+    Every command that records an administrator goes through here, so that
+    one rule (``gateway.text.operator_problem``) decides for all of them.
+    Print why and return False when the name cannot be used.
+    """
+    from gateway.text import operator_problem
+
+    if args.operator is not None:
+        problem = operator_problem(args.operator)
+        if problem is not None:
+            print(f"error: --operator {problem}", file=sys.stderr)
+            return False
+        return True
+    try:
+        name = getpass.getuser()
     except (KeyError, OSError):
         print(
             "error: the login name is unknown: name the administrator "
             "with --operator NAME",
             file=sys.stderr,
         )
-        return None
+        return False
+    problem = operator_problem(name)
+    if problem is not None:
+        print(
+            f"error: the login name {problem}; name the administrator with "
+            "--operator NAME",
+            file=sys.stderr,
+        )
+        return False
+    args.operator = name
+    return True
 
 
 async def _revoke(
@@ -512,26 +583,11 @@ def _text_problem(flag: str, value: str, limit: int) -> str | None:
     return None
 
 
-def _operator_problem(args: argparse.Namespace) -> str | None:
-    from gateway.storage.tables import CREATED_BY_LENGTH, REVOKED_BY_LENGTH
-
-    # Checked before anything is written: a link removed without its
-    # revocation would leave the account's sessions running.
-    return _text_problem(
-        "--operator", args.operator, min(CREATED_BY_LENGTH, REVOKED_BY_LENGTH)
-    )
-
-
 def cmd_links(args: argparse.Namespace) -> int:
-    if args.links_command != "list":
-        if args.operator is None:
-            args.operator = _login_name()
-            if args.operator is None:
-                return 1
-        problem = _operator_problem(args)
-        if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 1
+    # The operator is checked before anything is written: a link removed
+    # without its revocation would leave the account's sessions running.
+    if args.links_command != "list" and not _resolve_operator(args):
+        return 1
     config = _load(args.config)
     failed = {
         "list": "reading the link table failed",
@@ -551,10 +607,8 @@ def _sessions_problem(args: argparse.Namespace, config: Config) -> str | None:
     if args.tenant not in config.tenants:
         return f"tenant {args.tenant!r} is not in {config.tenants_path}"
     if args.account is not None:
-        problem = _text_problem("--account", args.account, SUBJECT_LENGTH)
-        if problem is not None:
-            return problem
-    return _operator_problem(args)
+        return _text_problem("--account", args.account, SUBJECT_LENGTH)
+    return None
 
 
 def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -597,10 +651,8 @@ async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_sessions(args: argparse.Namespace) -> int:
-    if args.operator is None:
-        args.operator = _login_name()
-        if args.operator is None:
-            return 1
+    if not _resolve_operator(args):
+        return 1
     config = _load(args.config)
     problem = _sessions_problem(args, config)
     if problem is not None:
@@ -646,10 +698,8 @@ def cmd_log_purge(args: argparse.Namespace) -> int:
 
     if _log_filters_given(args):
         return 2
-    if args.operator is None:
-        args.operator = _login_name()
-        if args.operator is None:
-            return 1
+    if not _resolve_operator(args):
+        return 1
     config = _load(args.config)
     return _run_database(
         lambda: asyncio.run(purge(config, args.operator)), failed=_LOG_FAILED
