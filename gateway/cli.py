@@ -219,14 +219,7 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         )
         if action == "list":
             for link in await store.list(args.tenant):
-                used = (
-                    link.last_used_at.isoformat(timespec="seconds")
-                    if link.last_used_at
-                    else "-"
-                )
-                print(
-                    f"{link.tenant}\t{link.ysis_user}\t{link.medimo_account}\t{link.created_by}\t{link.created_at.isoformat(timespec='seconds')}\t{used}"
-                )
+                print(_list_line(link))
             return 0
         if args.tenant not in config.tenants:
             print(
@@ -278,6 +271,22 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     finally:
         await redis.aclose()
         await engine.dispose()
+
+
+def _list_line(link: Link) -> str:
+    """Return one line of ``links list``, with hidden characters escaped."""
+    from gateway.text import terminal_text
+
+    used = link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "-"
+    fields = [
+        link.tenant,
+        link.ysis_user,
+        link.medimo_account,
+        link.created_by,
+        link.created_at.isoformat(timespec="seconds"),
+        used,
+    ]
+    return "\t".join(terminal_text(field) for field in fields)
 
 
 async def _add_link(
@@ -411,6 +420,7 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
             now=dt.datetime.now(dt.timezone.utc),
         )
         for problem in plan.problems:
+            # Each problem shows a row's values as Python literals, escaped.
             print(problem, file=sys.stderr)
         if plan.problems:
             print(f"error: {len(plan.problems)} problem(s); nothing was imported", file=sys.stderr)

@@ -10,6 +10,10 @@ configured, the IDs valid, ``created_by`` a valid administrator's name (see
 another row nor against a link already in the table. A row equal to an
 existing link is skipped, so an import can be run again. Any problem leaves
 the table as it was.
+
+An export writes IDs as they are, because their rule admits no character that
+a spreadsheet could run. ``created_by`` is free text and goes through
+``spreadsheet_cell``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
 from gateway.links.store import Link
-from gateway.text import operator_problem
+from gateway.text import operator_problem, spreadsheet_cell
 
 if TYPE_CHECKING:
     from _csv import Reader
@@ -37,19 +41,22 @@ MAX_ROWS = 1_000_000
 def write_csv(links: Iterable[Link], output: TextIO) -> int:
     """Write links as CSV with a header row; return how many rows."""
     writer = csv.writer(output, lineterminator="\n")
+    # The csv module quotes a field with a line feed, but not one with a lone
+    # carriage return, which readers take for a line end. Such a row is
+    # written with every field quoted.
+    quoting = csv.writer(output, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     count = 0
     for link in links:
-        writer.writerow(
-            [
-                link.tenant,
-                link.ysis_user,
-                link.medimo_account,
-                link.created_at.isoformat(timespec="seconds"),
-                link.created_by,
-                link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "",
-            ]
-        )
+        row = [
+            link.tenant,
+            link.ysis_user,
+            link.medimo_account,
+            link.created_at.isoformat(timespec="seconds"),
+            spreadsheet_cell(link.created_by),
+            link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "",
+        ]
+        (quoting if any("\r" in field for field in row) else writer).writerow(row)
         count += 1
     return count
 

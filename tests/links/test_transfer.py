@@ -11,9 +11,12 @@ from pathlib import Path
 import pytest
 import redis
 
+from gateway.config.loader import load_config
 from gateway.links.cache import NOT_FOUND_MARKER, link_key
+from gateway.links.sql import SqlLinkStore
 from gateway.links.store import Link
 from gateway.links.transfer import COLUMNS, plan_import
+from gateway.storage.database import create_engine
 from tests.test_cli import (  # noqa: F401
     Cli,
     add,
@@ -354,3 +357,89 @@ def test_import_formula_created_by(cli: Cli, links_config: Path, tmp_path: Path)
     assert lines[0].startswith(f"{source}:2: created_by '=HYPERLINK(\"http://x\")' starts with '='")
     assert lines[1].startswith(f"{source}:3: created_by '@SUM(A1)' starts with '@'")
     assert rows(cli, links_config) == []
+
+
+# --- what the commands show of names stored before the rule ---------------------
+
+
+async def store_links(config: Path, *found: Link) -> None:
+    """Write links as they are, as a gateway before the name rule did."""
+    engine = create_engine(load_config(config).gateway.database.url)
+    try:
+        await SqlLinkStore(engine).add_all(list(found))
+    finally:
+        await engine.dispose()
+
+
+OLD_NAMES = {
+    "ysis-1": "=1+1",
+    "ysis-2": "+31201234567",
+    "ysis-3": "-2+3",
+    "ysis-4": "@SUM(A1)",
+    "ysis-5": "\tbeheer",
+    "ysis-6": "\rbeheer",
+    "ysis-7": "\uff1d1+1",
+    "ysis-8": "Jan Jansen",
+}
+
+
+async def test_export_neutralises_formulas(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    await store_links(
+        links_config,
+        *(Link("noord", user, f"medimo-{user}", NOW, name, None) for user, name in OLD_NAMES.items()),
+    )
+    output = tmp_path / "out.csv"
+
+    result = await asyncio.to_thread(links, cli, links_config, "export", "--output", str(output))
+
+    assert result.returncode == 0, result.stderr
+    with output.open(newline="", encoding="utf-8") as read_back:
+        exported = {row["ysis_user"]: row["created_by"] for row in csv.DictReader(read_back)}
+    assert exported == {
+        "ysis-1": "'=1+1",
+        "ysis-2": "'+31201234567",
+        "ysis-3": "'-2+3",
+        "ysis-4": "'@SUM(A1)",
+        "ysis-5": "'\tbeheer",
+        "ysis-6": "'\rbeheer",
+        "ysis-7": "'\uff1d1+1",
+        "ysis-8": "Jan Jansen",
+    }
+
+
+def test_round_trip_keeps_names(cli: Cli, links_config: Path, tmp_path: Path) -> None:
+    source = write(
+        tmp_path / "in.csv",
+        "tenant,ysis_user,medimo_account,created_at,created_by,last_used_at\n"
+        "noord,-1,medimo-1,2025-03-01T09:00:00+01:00,Jan Jansen,\n"
+        "noord,@jan,medimo-2,2025-03-01T09:00:00+00:00,\"Zoë d'Ancona, beheer\",2026-11-30T10:00:00+00:00\n"
+        "zuid,ysis-3,medimo-3,2025-03-01T09:00:00+00:00,DOMEIN\\jan,\n",
+    )
+    assert links(cli, links_config, "import", str(source), "--operator", "beheer").returncode == 0
+    exported = tmp_path / "out.csv"
+    listed = rows(cli, links_config)
+
+    assert links(cli, links_config, "export", "--output", str(exported)).returncode == 0
+    for row in listed:
+        links(cli, links_config, "remove", "--tenant", row[0], "--ysis-user", row[1], "--operator", "beheer")
+    result = links(cli, links_config, "import", str(exported), "--operator", "beheer")
+
+    assert result.returncode == 0, result.stderr
+    assert rows(cli, links_config) == listed
+    with exported.open(newline="") as read_back:
+        names = [row["created_by"] for row in csv.DictReader(read_back)]
+    assert names == ["Jan Jansen", "Zoë d'Ancona, beheer", "DOMEIN\\jan"]
+
+
+async def test_list_escapes_control_characters(cli: Cli, links_config: Path) -> None:
+    name = "evil\x1b[2J\x1b]0;title\x07\tx\ny\rz\u202e\\w"
+    await store_links(links_config, Link("noord", "ysis-jan", "medimo-jan", NOW, name, None))
+
+    result = await asyncio.to_thread(links, cli, links_config, "list")
+
+    assert result.returncode == 0, result.stderr
+    (line,) = result.stdout.splitlines()
+    fields = line.split("\t")
+    assert len(fields) == 6
+    assert fields[3] == "evil\\x1b[2J\\x1b]0;title\\x07\\tx\\ny\\rz\\u202e\\\\w"
+    assert not any(char in result.stdout for char in "\x1b\x07\r\u202e")
