@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.links.cache import CachedLinkStore
+    from gateway.links.sql import SqlLinkStore
     from gateway.links.store import Link
     from gateway.ssolog.entry import Entry
     from gateway.watch import Snapshot
@@ -211,23 +212,28 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     redis = redis_client(settings.redis.url, settings.redis.timeout)
     try:
         await require_current_schema(engine)
+        sql = SqlLinkStore(engine)
         store = CachedLinkStore(
-            SqlLinkStore(engine),
+            sql,
             redis,
             ttl=settings.link_cache.ttl,
             negative_ttl=settings.link_cache.negative_ttl,
         )
         if action == "list":
-            for link in await store.list(args.tenant):
+            found = await _listed_links(config, sql, args.tenant)
+            if found is None:
+                return 1
+            for link in found:
                 print(_list_line(link))
             return 0
-        if args.tenant not in config.tenants:
-            print(
-                f"error: tenant {args.tenant!r} is not in {config.tenants_path}",
-                file=sys.stderr,
-            )
-            return 1
         if action == "add":
+            if args.tenant not in config.tenants:
+                print(
+                    f"error: tenant {args.tenant!r} is not in "
+                    f"{config.tenants_path}: add the tenant there first",
+                    file=sys.stderr,
+                )
+                return 1
             code = await _add_link(store, args, settings.link_cache.negative_ttl)
             if code != 0:
                 return code
@@ -238,6 +244,13 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         removed = await store.remove(args.tenant, args.ysis_user)
         _warn_stale_cache(store, settings.link_cache.ttl)
         if removed is None:
+            if args.tenant not in config.tenants and not await sql.list(args.tenant):
+                print(
+                    f"error: tenant {args.tenant!r} is not in "
+                    f"{config.tenants_path} and has no links",
+                    file=sys.stderr,
+                )
+                return 1
             print(
                 f"error: tenant {args.tenant!r}: Ysis user {args.ysis_user!r} is not linked",
                 file=sys.stderr,
@@ -255,6 +268,13 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         print(
             f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked"
         )
+        if removed.tenant not in config.tenants:
+            left = len(await sql.list(removed.tenant))
+            print(
+                f"note: tenant {removed.tenant!r} is not in {config.tenants_path}; "
+                f"{left} link(s) of it remain",
+                file=sys.stderr,
+            )
         entries = [
             _admin_entry(
                 "link_removed_by_admin", args, medimo_account=removed.medimo_account
@@ -271,6 +291,36 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     finally:
         await redis.aclose()
         await engine.dispose()
+
+
+async def _listed_links(
+    config: Config, sql: SqlLinkStore, tenant: str | None
+) -> list[Link] | None:
+    """Return the links that ``links list`` or ``export`` prints, or None on an error.
+
+    A tenant that was removed from the tenants file keeps its links, so both
+    commands show them, with a note on standard error that no gateway uses
+    them any more.
+    """
+    found = await sql.list(tenant)
+    if tenant is not None and tenant not in config.tenants and not found:
+        print(
+            f"error: tenant {tenant!r} is not in {config.tenants_path} and has no links",
+            file=sys.stderr,
+        )
+        return None
+    counts: dict[str, int] = {}
+    for link in found:
+        if link.tenant not in config.tenants:
+            counts[link.tenant] = counts.get(link.tenant, 0) + 1
+    for name, count in counts.items():
+        print(
+            f"note: tenant {name!r} is not in {config.tenants_path}: no gateway "
+            f"uses its {count} link(s); remove them with 'sso-gateway links "
+            f"remove --tenant {name} --ysis-user USER'",
+            file=sys.stderr,
+        )
+    return found
 
 
 def _list_line(link: Link) -> str:
@@ -334,14 +384,16 @@ def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
         )
 
 
-async def _links_to_export(config: Config, args: argparse.Namespace) -> list[Link]:
+async def _links_to_export(
+    config: Config, args: argparse.Namespace
+) -> list[Link] | None:
     from gateway.links.sql import SqlLinkStore
     from gateway.storage.database import create_engine, require_current_schema
 
     engine = create_engine(config.gateway.database.url)
     try:
         await require_current_schema(engine)
-        return await SqlLinkStore(engine).list(args.tenant)
+        return await _listed_links(config, SqlLinkStore(engine), args.tenant)
     finally:
         await engine.dispose()
 
@@ -349,23 +401,22 @@ async def _links_to_export(config: Config, args: argparse.Namespace) -> list[Lin
 def _export_links(config: Config, args: argparse.Namespace) -> int:
     from gateway.links.transfer import write_csv
 
-    if args.tenant is not None and args.tenant not in config.tenants:
-        print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
-        return 1
-    found: list[Link] = []
+    found: list[Link] | None = None
 
     def read() -> int:
-        found.extend(asyncio.run(_links_to_export(config, args)))
-        return 0
+        nonlocal found
+        found = asyncio.run(_links_to_export(config, args))
+        return 0 if found is not None else 1
 
     code = _run_database(read, failed="reading the link table failed")
-    if code != 0:
-        return code
+    exported = found
+    if code != 0 or exported is None:
+        return code or 1
     count: int | None
     if args.output in (None, "-"):
-        count = write_csv(found, sys.stdout)
+        count = write_csv(exported, sys.stdout)
     else:
-        count = _write_file(args.output, lambda output: write_csv(found, output))
+        count = _write_file(args.output, lambda output: write_csv(exported, output))
     if count is None:
         return 1
     print(f"exported {count} link(s)", file=sys.stderr)
@@ -425,6 +476,14 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
         if plan.problems:
             print(f"error: {len(plan.problems)} problem(s); nothing was imported", file=sys.stderr)
             return 1
+        for tenant, count in plan.unconfigured.items():
+            print(
+                f"note: tenant {tenant!r} is not in {config.tenants_path}: its "
+                f"{count} row(s) were skipped because the link table has them; "
+                f"remove those links with 'sso-gateway links remove --tenant "
+                f"{tenant} --ysis-user USER'",
+                file=sys.stderr,
+            )
         if args.dry_run:
             print(f"would import {len(plan.new)} link(s); {len(plan.existing)} already present")
             return 0

@@ -8,8 +8,9 @@ An import checks every row before it writes any: the tenant must be
 configured, the IDs valid, ``created_by`` a valid administrator's name (see
 ``gateway.text``), and no row may break the one-to-one rule, neither against
 another row nor against a link already in the table. A row equal to an
-existing link is skipped, so an import can be run again. Any problem leaves
-the table as it was.
+existing link is skipped, so an import can be run again. That holds for a
+tenant that was removed from the tenants file too, because its links stay in
+the table until they are removed. Any problem leaves the table as it was.
 
 An export writes IDs as they are, because their rule admits no character that
 a spreadsheet could run. ``created_by`` is free text and goes through
@@ -68,6 +69,8 @@ class ImportPlan:
     new: list[Link] = field(default_factory=list)
     existing: list[Link] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Rows skipped as present, per tenant that is not configured.
+    unconfigured: dict[str, int] = field(default_factory=dict)
 
 
 def plan_import(
@@ -114,10 +117,7 @@ def plan_import(
                 plan.problems.append(f"{where}: {link}")
                 continue
             if link.tenant not in tenants:
-                plan.problems.append(
-                    f"{where}: tenant {link.tenant!r} is not configured: add it "
-                    "to the tenants file first"
-                )
+                _place_unconfigured(link, by_user, plan, where)
                 continue
             user_key = (link.tenant, link.ysis_user)
             account_key = (link.tenant, link.medimo_account)
@@ -191,6 +191,26 @@ def _place(
         )
     else:
         plan.new.append(link)
+
+
+def _place_unconfigured(
+    link: Link, by_user: dict[tuple[str, str], Link], plan: ImportPlan, where: str
+) -> None:
+    """Skip a row of a tenant that is not configured if the table has it, else refuse it.
+
+    A tenant removed from the tenants file keeps its links, so an earlier
+    export still names them, and importing it again adds nothing. A new link for
+    such a tenant could never be used.
+    """
+    linked = by_user.get((link.tenant, link.ysis_user))
+    if linked is not None and linked.medimo_account == link.medimo_account:
+        plan.existing.append(linked)
+        plan.unconfigured[link.tenant] = plan.unconfigured.get(link.tenant, 0) + 1
+        return
+    plan.problems.append(
+        f"{where}: tenant {link.tenant!r} is not configured: add it to the "
+        "tenants file first, or leave the rows of this tenant out of the file"
+    )
 
 
 def _read_row(

@@ -167,6 +167,37 @@ def test_plan_names_first_line_of_record() -> None:
     assert "U+000A" in problems[0]
 
 
+def test_plan_unconfigured_tenant_present_is_skipped() -> None:
+    kept = existing("ysis-els", "medimo-els", tenant="oost")
+
+    new, present, problems = plan(f"{HEADER}\noost,ysis-els,medimo-els\nnoord,ysis-jan,medimo-jan\n", [kept])
+
+    assert problems == []
+    assert present == [kept]
+    assert [link.ysis_user for link in new] == ["ysis-jan"]
+
+
+@pytest.mark.parametrize(
+    "row",
+    [
+        pytest.param("oost,ysis-nieuw,medimo-nieuw", id="new-link"),
+        pytest.param("oost,ysis-els,medimo-ander", id="other-account"),
+    ],
+)
+def test_plan_unconfigured_tenant_new_is_refused(row: str) -> None:
+    kept = existing("ysis-els", "medimo-els", tenant="oost")
+
+    new, _, problems = plan(f"{HEADER}\n{row}\n", [kept])
+
+    assert new == []
+    assert problems == [
+        (
+            "links.csv:2: tenant 'oost' is not configured: add it to the tenants "
+            "file first, or leave the rows of this tenant out of the file"
+        )
+    ]
+
+
 def test_plan_reports_every_row() -> None:
     text = f"{HEADER}\noost,a,b\nnoord,ysis-jan,medimo-jan\nnoord,bad id,x\n"
 
