@@ -234,7 +234,7 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
                     file=sys.stderr,
                 )
                 return 1
-            code = await _add_link(store, args, settings.link_cache.negative_ttl)
+            code = await _add_link(store, sql, args, settings.link_cache.negative_ttl)
             if code != 0:
                 return code
             added = _admin_entry(
@@ -340,9 +340,13 @@ def _list_line(link: Link) -> str:
 
 
 async def _add_link(
-    store: CachedLinkStore, args: argparse.Namespace, negative_ttl: float
+    store: CachedLinkStore,
+    sql: SqlLinkStore,
+    args: argparse.Namespace,
+    negative_ttl: float,
 ) -> int:
     from gateway.flows.launch import ACCOUNT_ID
+    from gateway.upstream.api import IDENTIFIER
 
     if not ACCOUNT_ID.match(args.ysis_user):
         print(
@@ -351,27 +355,47 @@ async def _add_link(
             file=sys.stderr,
         )
         return 1
-    try:
-        link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
-    except LinkConflict as exc:
-        if exc.field == "ysis_user":
-            what = f"Ysis user {args.ysis_user!r}"
-        else:
-            what = f"Medimo account {args.account!r}"
+    if not IDENTIFIER.match(args.account):
         print(
-            f"error: tenant {args.tenant!r}: {what} is already linked. Nothing "
-            "was changed: remove that link first with 'sso-gateway links remove'",
+            f"error: Medimo account {args.account!r} is not a valid account ID: "
+            "use up to 128 of the characters A-Z, a-z, 0-9 and . _ @ -, "
+            "starting with a letter or digit",
             file=sys.stderr,
         )
         return 1
-    except ValueError as exc:
-        # The link table rejects empty and overlong values.
-        print(f"error: {exc}", file=sys.stderr)
+    try:
+        link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
+    except LinkConflict as exc:
+        print(
+            f"error: tenant {args.tenant!r}: {await _conflict(sql, args, exc.field)}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         _warn_stale_cache(store, negative_ttl)
     print(f"linked {link.tenant}/{link.ysis_user} to {link.medimo_account}")
     return 0
+
+
+async def _conflict(sql: SqlLinkStore, args: argparse.Namespace, field: str) -> str:
+    """Return the message that names the link blocking ``links add``, and the fix."""
+    if field == "ysis_user":
+        holder = await sql.get(args.tenant, args.ysis_user)
+        what = f"Ysis user {args.ysis_user!r} is already linked"
+        if holder is not None:
+            what += f" to Medimo account {holder.medimo_account!r}"
+    else:
+        holder = await sql.find_account(args.tenant, args.account)
+        what = f"Medimo account {args.account!r} is already linked"
+        if holder is not None:
+            what += f" to Ysis user {holder.ysis_user!r}"
+    if holder is None:
+        # The link was removed between the insert and this lookup.
+        return f"{what}. Nothing was changed: run the command again"
+    return (
+        f"{what}. Nothing was changed: remove that link first with 'sso-gateway "
+        f"links remove --tenant {args.tenant} --ysis-user {holder.ysis_user}'"
+    )
 
 
 def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
@@ -630,14 +654,20 @@ async def _revoke(
     revocation = await SqlRevocationStore(engine).add(
         kind, tenant, subject, expires, revoked_by=operator
     )
-    settings = config.gateway
+    feed = config.gateway.revocations
     try:
-        await announce(redis, revocation.id, settings.redis.timeout)
+        await announce(redis, revocation.id, config.gateway.redis.timeout)
     except AnnounceFailed as exc:
+        # A gateway that lost Redis too reads the database at the fallback
+        # interval. One that still has Redis waits for the announcement, which
+        # never comes, so its regular read finds the revocation.
+        latest = max(feed.poll_interval, feed.fallback_poll_interval)
         print(
-            f"warning: Redis could not be reached ({exc}): running gateways "
-            "apply the revocation from the database within "
-            f"{settings.revocations.poll_interval:g} s",
+            f"warning: Redis could not be reached ({exc}), so the revocation "
+            "was not announced. Running gateways read it from the database: "
+            f"every {feed.fallback_poll_interval:g} s those that cannot reach "
+            f"Redis either, every {feed.poll_interval:g} s the others; all of "
+            f"them apply it within {latest:g} s",
             file=sys.stderr,
         )
     return expires
@@ -693,6 +723,7 @@ def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
 
 async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
     from gateway.app import redis_client
+    from gateway.links.sql import SqlLinkStore
     from gateway.ssolog.commands import log_admin
     from gateway.storage.database import create_engine, require_current_schema
 
@@ -706,6 +737,15 @@ async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
             config, engine, redis, kind, args.tenant, subject, args.operator
         )
         print(done)
+        if kind == "account":
+            holder = await SqlLinkStore(engine).find_account(args.tenant, subject)
+            if holder is None:
+                print(
+                    f"note: no link of tenant {args.tenant!r} has Medimo account "
+                    f"{subject!r}: check the spelling. Sessions of that account "
+                    "may exist all the same, so they are revoked",
+                    file=sys.stderr,
+                )
         entry = _admin_entry(
             "sessions_revoked",
             args,
