@@ -101,6 +101,15 @@ def build_reloaded(path: str, old: Config) -> tuple[Config, ssl.SSLContext, list
         loaded = load_config(path)
     except ConfigError as exc:
         raise ReloadFailed(exc.problems) from None
+    except Exception as exc:  # noqa: BLE001 - a reload must never end the gateway
+        # SECURITY: only the type is named, because the message of an
+        # unexpected error might quote a file's contents.
+        raise ReloadFailed(
+            [
+                f"{path}: the configuration cannot be loaded "
+                f"({type(exc).__name__}): run 'sso-gateway check-config' on it"
+            ]
+        ) from None
     kept = restart_changes(old.gateway, loaded.gateway)
     config = dataclasses.replace(
         loaded, gateway=keep_restart_settings(old.gateway, loaded.gateway)
@@ -156,7 +165,14 @@ class Reloader:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.reload(self._trigger)
+            try:
+                await self.reload(self._trigger)
+            except Exception:  # noqa: BLE001 - later reloads must still run
+                server_logger.exception(
+                    "reload failed unexpectedly, the configuration in force stays",
+                    extra={"event": "config_reload_failed", "trigger": self._trigger},
+                )
+                self.gateway.metrics.record_reload(None)
 
     async def watch(self) -> None:
         """Poll the watched files and request a reload after a settled change."""
@@ -167,7 +183,14 @@ class Reloader:
                 await asyncio.sleep(1.0)
                 continue
             await asyncio.sleep(interval)
-            current = await asyncio.to_thread(snapshot, self.gateway.config.path)
+            try:
+                current = await asyncio.to_thread(snapshot, self.gateway.config.path)
+            except Exception:  # noqa: BLE001 - the next poll tries again
+                server_logger.exception(
+                    "checking the configuration files for changes failed",
+                    extra={"event": "config_watch_failed"},
+                )
+                continue
             if self.detector.settled(current):
                 self.request("file change")
 

@@ -35,8 +35,12 @@ def _parse(path: Path) -> Any:
 def _resolve(value: Any, base: Path) -> Iterator[Path]:
     values = value if isinstance(value, list) else [value]
     for item in values:
-        if isinstance(item, str) and item.strip():
-            path = Path(item).expanduser()
+        if isinstance(item, str) and item.strip() and "\0" not in item:
+            try:
+                path = Path(item).expanduser()
+            except RuntimeError:
+                # The home folder of an unknown user: the loader reports it.
+                continue
             yield path if path.is_absolute() else base / path
 
 
@@ -75,7 +79,7 @@ def watched_files(gateway_path: Path) -> list[Path]:
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+    except (OSError, ValueError):
         return None
 
 

@@ -262,7 +262,15 @@ class Supervisor:
         self.signal_workers(signal.SIGHUP)
 
     def poll_files(self) -> None:
-        if self.detector.settled(snapshot(self.config.path)):
+        try:
+            current = snapshot(self.config.path)
+        except Exception:  # noqa: BLE001 - the parent must outlive a bad file
+            server_logger.exception(
+                "checking the configuration files for changes failed",
+                extra={"event": "config_watch_failed"},
+            )
+            return
+        if self.detector.settled(current):
             self.reload("file change")
 
     # --- main loop -------------------------------------------------------

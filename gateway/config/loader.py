@@ -544,19 +544,32 @@ def _load_tenants(
     now: dt.datetime,
 ) -> dict[str, Tenant]:
     """Validate each tenant on its own, so that one bad tenant hides no other."""
-    data = document.data if document.data is not None else {}
+    data = document.data
+    if data is None or (isinstance(data, dict) and "tenants" not in data):
+        # SECURITY: a file cut short by an interrupted write looks like this,
+        # and loading it would end every session at once.
+        problems.error(
+            locate([]),
+            "has no 'tenants' list: write 'tenants: []' to run without tenants",
+        )
+        return {}
     if not isinstance(data, dict):
         problems.error(locate([]), "the file must contain a mapping of keys")
         return {}
     for key in data:
         if key != "tenants":
             problems.error(locate([key]), _message({"type": "extra_forbidden"}, [key]))
-    entries = data.get("tenants", [])
+    entries = data["tenants"]
     if entries is None:
         entries = []
     if not isinstance(entries, list):
         problems.error(locate(["tenants"]), "must be a list of tenants")
         return {}
+    if not entries:
+        problems.warn(
+            locate(["tenants"]),
+            "no tenants: every launch and every client certificate is refused",
+        )
 
     base = locate.path.parent
     names: dict[str, int] = {}

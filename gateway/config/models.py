@@ -72,9 +72,15 @@ def _secret(value: Any, info: ValidationInfo) -> Secret:
 
 
 def _path(value: Any, info: ValidationInfo) -> Path:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ValueError(f"{value!r} is not a file path")
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:
+        raise ValueError(
+            f"'{value}' starts with the home folder of an unknown user: "
+            "write the full path"
+        ) from None
     return path if path.is_absolute() else _base(info) / path
 
 

@@ -134,13 +134,17 @@ def read(path: Path) -> Document:
     try:
         # Composing builds nodes only, so no tag turns into a Python object.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return Document(None, {})
+        builder = _Builder()
+        data = builder.build(node, ())
     except yaml.YAMLError as exc:
         raise YamlError(f"{path}: invalid YAML: {exc}") from exc
-    if node is None:
-        return Document(None, {})
-
-    builder = _Builder()
-    data = builder.build(node, ())
+    except RecursionError:
+        # PyYAML and the builder both recurse once per nesting level.
+        raise YamlError(
+            f"{path}: invalid YAML: nested too deeply for a configuration file"
+        ) from None
     return Document(data, builder.lines, builder.problems)
 
 

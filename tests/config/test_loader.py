@@ -772,6 +772,43 @@ def test_expired_certificate_warns(files: Files) -> None:
     assert any(f"expired on {past:%Y-%m-%d}" in warning for warning in warnings)
 
 
+@pytest.mark.parametrize("text", ["", "# every tenant was here\n", "other: 1\n"])
+def test_tenants_file_without_list(files: Files, text: str) -> None:
+    problem = files.error(tenants=text)
+
+    assert "has no 'tenants' list" in problem
+    assert "tenants: []" in problem
+
+
+def test_empty_tenant_list_warns(files: Files) -> None:
+    config = files.load(tenants="tenants: []\n")
+
+    assert config.tenants == {}
+    assert any("no tenants" in warning for warning in config.warnings)
+
+
+def test_deep_nesting_is_error(files: Files) -> None:
+    problem = files.error(tenants="tenants: " + "[" * 3000 + "]" * 3000 + "\n")
+
+    assert problem.endswith("invalid YAML: nested too deeply for a configuration file")
+
+
+def test_unknown_user_home_is_error(files: Files) -> None:
+    tenants = edit(TENANTS, "certs/noord.pem", "~nosuchuser/noord.pem")
+
+    problem = files.error(tenants=tenants)
+
+    assert "'~nosuchuser/noord.pem' starts with the home folder of an unknown user" in problem
+
+
+def test_nul_in_path_is_error(files: Files) -> None:
+    tenants = edit(TENANTS, "certs/noord.pem", '"certs/noord\\0.pem"')
+
+    problem = files.error(tenants=tenants)
+
+    assert "is not a file path" in problem
+
+
 def test_connect_timeout_over_timeout_warns(files: Files) -> None:
     gateway = edit(GATEWAY, "  url: http://127.0.0.1:9\n", "  url: http://127.0.0.1:9\n  timeout: 2s\n")
 
@@ -1281,10 +1318,6 @@ def test_tenants_file_missing(files: Files) -> None:
         load_config(files.gateway_path)
 
     assert caught.value.problems == [f"{files.tenants_path}: file not found"]
-
-
-def test_empty_tenants_file(files: Files) -> None:
-    assert files.load(tenants="").tenants == {}
 
 
 def test_gateway_file_missing(files: Files) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.demo.upstream import STREAM_CHUNK_SIZE, stream_chunk
@@ -302,6 +303,79 @@ async def test_broken_file_keeps_config(serve_gateway: StartServed) -> None:
     assert (
         await served.metric("sso_gateway_config_info", hash=started["config_hash"]) == 1
     )
+
+
+def _deep_nesting(served: ServedGateway) -> None:
+    tenants_path(served).write_text("tenants: " + "[" * 3000 + "]" * 3000 + "\n")
+
+
+def _unknown_home(served: ServedGateway) -> None:
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(certificates=["~nosuchuser/ca.pem"]),
+    )
+
+
+def _nul_in_secret_path(served: ServedGateway) -> None:
+    edit_yaml(
+        gateway_path(served),
+        lambda data: data["upstream"].update(api_token={"file": "secrets/api-token\0"}),
+    )
+
+
+def _empty_tenants(served: ServedGateway) -> None:
+    tenants_path(served).write_text("")
+
+
+HOSTILE_EDITS = [
+    pytest.param(_deep_nesting, id="deep-nesting"),
+    pytest.param(_unknown_home, id="unknown-home-folder"),
+    pytest.param(_nul_in_secret_path, id="nul-in-secret-path"),
+    pytest.param(_empty_tenants, id="empty-tenants-file"),
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_EDITS)
+async def test_hostile_file_keeps_reloading(
+    serve_gateway: StartServed, hostile: Any
+) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    original = tenants_path(served).read_text(), gateway_path(served).read_text()
+    hostile(served)
+
+    failed = await reload_by_signal(served)
+    still = await status_of(client, "/whoami")
+    tenants_path(served).write_text(original[0])
+    gateway_path(served).write_text(original[1])
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await reload_by_signal(served)
+
+    assert failed["event"] == "config_reload_failed"
+    assert still == 200
+    # The reloader survived the bad file, so the next good one is in force.
+    assert applied["event"] == "config_reloaded"
+    assert applied["tenants"] == 1
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_watch_survives_hostile_file(
+    serve_gateway: StartServed, workers: int
+) -> None:
+    served = await serve_gateway(workers=workers, gateway_overrides=WATCHING)
+    original = tenants_path(served).read_text()
+    mark = served.mark()
+
+    _unknown_home(served)
+    await served.wait_for_event("config_reload_failed", after=mark)
+    _deep_nesting(served)
+    await asyncio.sleep(1.0)
+    tenants_path(served).write_text(original)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert served.process.poll() is None
+    assert applied["tenants"] == 1
 
 
 async def test_broken_file_logs_problems(serve_gateway: StartServed) -> None:
