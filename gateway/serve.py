@@ -142,7 +142,7 @@ async def start(
             handshake_timeout=config.gateway.tls.handshake_timeout,
             on_handshake_failed=lambda reason: failures.inc(),
             handlers=handlers,
-            balancers=config.gateway.balancers,
+            balancers=lambda: app[GATEWAY].config.gateway.balancers,
             sock=sock,
         )
 

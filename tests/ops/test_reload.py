@@ -20,10 +20,12 @@ import pytest
 import yaml
 
 from gateway.demo.upstream import STREAM_CHUNK_SIZE, stream_chunk
+from gateway.proxy_protocol import V2_SIGNATURE
 from tests.middleware.test_pins import write_crl
 from tests.ops.conftest import WATCHING, StartServed
 from tests.support.harness import launch
 from tests.support.served import ServedGateway, http_request, read_response
+from tests.test_haproxy import launch_from
 
 #: Chunks of each streamed response: about two seconds of /demo/stream.
 CHUNKS = 150
@@ -282,6 +284,28 @@ async def test_reload_keeps_restart_settings(serve_gateway: StartServed) -> None
     assert "restart to apply" in warning["message"]
     assert warning["level"] == "warning"
     assert peer_fingerprint(served)
+
+
+async def test_reload_applies_balancers(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides={"balancers": ["127.0.0.1/32"]})
+    await served.harness.add_link("noord", "ysis-jan", "medimo-jan")
+    cert = served.harness.client_certs["noord"]
+    header = V2_SIGNATURE + b"\x20\x00\x00\x00"
+    before = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert, header)
+    edit_yaml(gateway_path(served), lambda data: data.update(balancers=[]))
+    mark = served.mark()
+
+    record = await reload_by_signal(served)
+    with_header = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert, header)
+    without = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert)
+
+    assert before == ([303], None)
+    assert record["event"] == "config_reloaded"
+    assert not [r for r in served.records()[mark:] if r.get("event") == "config_restart_required"]
+    # A former balancer can no longer name the client's address.
+    assert with_header[0] == []
+    assert with_header[1] is not None
+    assert without == ([303], None)
 
 
 # --- a broken file ------------------------------------------------------------
