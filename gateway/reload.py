@@ -214,6 +214,8 @@ class Reloader:
         self._swap(gateway, config, context)
         _log_success(config, trigger, kept)
         gateway.metrics.record_reload(config)
+        for tenant in sorted(set(old.tenants) - set(config.tenants)):
+            await _revoke_removed_tenant(gateway, tenant)
         return True
 
     def _swap(self, gateway: Gateway, config: Config, context: ssl.SSLContext) -> None:
@@ -226,8 +228,43 @@ class Reloader:
             gateway.proxy = build_proxy(config, gateway.http, gateway.metrics)
         if new.forms != old.forms:
             gateway.attempts = build_attempts(config, gateway.redis)
+        # SECURITY: never shortened, because sessions issued under the longer
+        # lifetime stay valid if a later reload raises it again.
+        gateway.revocations.extend_lifetime(config.longest_session_lifetime)
         gateway.config = config
         self._running.context = context
+
+
+#: ``revoked_by`` of the revocation that ends a removed tenant's sessions.
+TENANT_REMOVED_BY = "configuration reload"
+
+
+async def _revoke_removed_tenant(gateway: Gateway, tenant: str) -> None:
+    """Record that every session of a removed tenant ended.
+
+    The removal alone already refuses those sessions here. The revocation
+    keeps them refused if the tenant comes back, and on the other instances.
+    """
+    try:
+        await gateway.revocations.revoke(
+            "tenant", tenant, "", revoked_by=TENANT_REMOVED_BY
+        )
+    except Exception as exc:  # noqa: BLE001 - the reload itself succeeded
+        server_logger.error(
+            "a removed tenant's sessions could not be revoked: they work again "
+            "if the tenant returns; run 'sso-gateway sessions revoke --tenant' "
+            "for it",
+            extra={
+                "event": "tenant_revocation_failed",
+                "tenant": tenant,
+                "error": type(exc).__name__,
+            },
+        )
+        return
+    server_logger.info(
+        "sessions of a removed tenant revoked",
+        extra={"event": "tenant_sessions_revoked", "tenant": tenant},
+    )
 
 
 def _log_failure(problems: list[str], trigger: str) -> None:

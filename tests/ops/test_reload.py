@@ -229,6 +229,53 @@ async def test_removed_tenant_session_refused(serve_gateway: StartServed) -> Non
     assert refusal["tenant"] == "noord"
 
 
+async def test_restored_tenant_session_stays_refused(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    original = tenants_path(served).read_text()
+    edit_yaml(tenants_path(served), remove_noord)
+    await reload_by_signal(served)
+    await served.wait_for_event("tenant_sessions_revoked")
+    tenants_path(served).write_text(original)
+
+    record = await reload_by_signal(served)
+    old_cookie = await status_of(client, "/whoami")
+    relaunched = await launch(client, "noord", userId="jan")
+
+    assert record["tenants"] == 2
+    assert old_cookie == 401
+    assert relaunched.status == 303
+    assert await status_of(client, "/whoami") == 200
+
+
+async def test_longer_lifetime_keeps_revocations(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(
+        gateway_overrides={
+            "session": {"lifetime": "2s", "idle_timeout": "2s"},
+            # Each purge drops the expired revocations from memory.
+            "revocations": {"purge_interval": "500ms"},
+        }
+    )
+    client = await logged_in(served, "noord", "jan")
+    cookie = next(c.value for c in client.cookie_jar if c.key == "__Host-sso_session")
+    edit_yaml(
+        gateway_path(served),
+        lambda data: data["session"].update(lifetime="1m", idle_timeout="1m"),
+    )
+    await reload_by_signal(served)
+    copy = served.client("noord")
+    copy.cookie_jar.update_cookies({"__Host-sso_session": cookie})
+    async with client.post(
+        "/sso/logout", headers={"Origin": served.base_url}, allow_redirects=False
+    ) as response:
+        assert response.status == 303
+
+    # Past the old lifetime, within the new one: the revocation still holds.
+    await asyncio.sleep(2.5)
+
+    assert await status_of(copy, "/whoami") == 401
+
+
 async def test_removed_tenant_handshake_fails(serve_gateway: StartServed) -> None:
     served = await serve_gateway()
     client = await logged_in(served, "noord", "jan")
