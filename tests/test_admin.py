@@ -64,7 +64,11 @@ async def test_readyz_all_up(gateway: GatewayHarness) -> None:
     status, body = await readiness(gateway)
 
     assert status == 200
-    assert body == {"status": "ok", "checks": {"redis": "up", "database": "up", "upstream": "up"}, "degraded": {}}
+    assert body == {
+        "status": "ok",
+        "checks": {"redis": "up", "database": "up", "upstream": "up", "upstream_api": "up"},
+        "degraded": {},
+    }
 
 
 async def test_readyz_redis_down_degraded(make_gateway: MakeGateway, killable_redis: RedisServer) -> None:
@@ -73,7 +77,7 @@ async def test_readyz_redis_down_degraded(make_gateway: MakeGateway, killable_re
 
     body = await wait_for_readiness(gateway, "degraded")
 
-    assert body["checks"] == {"redis": "down", "database": "up", "upstream": "up"}
+    assert body["checks"] == {"redis": "down", "database": "up", "upstream": "up", "upstream_api": "up"}
     assert "redis" in body["degraded"]  # type: ignore[operator]
     status, _ = await readiness(gateway)
     assert status == 200
@@ -97,6 +101,22 @@ async def test_readyz_upstream_down_unavailable(gateway: GatewayHarness) -> None
     assert body["checks"]["upstream"] == "down"  # type: ignore[index]
     status, _ = await readiness(gateway)
     assert status == 503
+
+
+async def test_readyz_rejected_api_token_degraded(
+    make_gateway: MakeGateway,
+) -> None:
+    # The signing key's file holds a secret that the upstream's API does not know.
+    gateway = await make_gateway(
+        gateway_overrides={"upstream": {"api_token": {"file": "secrets/signing-key"}}}
+    )
+
+    status, body = await readiness(gateway)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"] == {"redis": "up", "database": "up", "upstream": "up", "upstream_api": "down"}
+    assert "upstream.api_token" in body["degraded"]["upstream_api"]  # type: ignore[index]
 
 
 async def test_admin_listener_is_plain_loopback(gateway: GatewayHarness) -> None:
