@@ -190,7 +190,10 @@ async def _start_admin(
     """Start the plain-HTTP admin listener of a started gateway."""
     gateway = running.gateway
     admin = web.AppRunner(
-        create_admin_app(gateway.health, gateway.metrics), access_log=None
+        create_admin_app(
+            gateway.health, gateway.metrics, config.gateway.admin.hostnames
+        ),
+        access_log=None,
     )
     await admin.setup()
     running.admin = admin

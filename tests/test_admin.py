@@ -119,6 +119,29 @@ async def test_readyz_rejected_api_token_degraded(
     assert "upstream.api_token" in body["degraded"]["upstream_api"]  # type: ignore[index]
 
 
+async def status_with_host(gateway: GatewayHarness, host: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.admin_url + "/healthz", headers={"Host": host}) as response:
+            return response.status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:9180", "localhost:9180", "LOCALHOST.", "[::1]:9180"])
+async def test_admin_host_address_served(gateway: GatewayHarness, host: str) -> None:
+    assert await status_with_host(gateway, host) == 200
+
+
+@pytest.mark.parametrize("host", ["evil.example", "evil.example:9180", "127.0.0.1.evil.example", ""])
+async def test_admin_foreign_host_is_421(gateway: GatewayHarness, host: str) -> None:
+    assert await status_with_host(gateway, host) == 421
+
+
+async def test_admin_configured_hostname_served(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(gateway_overrides={"admin": {"hostnames": ["Metrics.Internal."]}})
+
+    assert await status_with_host(gateway, "metrics.internal:9180") == 200
+    assert await status_with_host(gateway, "other.internal:9180") == 421
+
+
 async def test_admin_listener_is_plain_loopback(gateway: GatewayHarness) -> None:
     assert gateway.admin_url.startswith("http://127.0.0.1:")
     assert gateway.running is not None

@@ -115,11 +115,24 @@ class AdminConfig(Section):
     host: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     port: int = Field(default=9180, ge=0, le=65535)
     health_interval: Duration = 10.0
+    #: Names a scraper may use in ``Host`` besides IP addresses and localhost.
+    hostnames: list[str] = Field(default_factory=list)
 
     @field_validator("host", mode="before")
     @classmethod
     def _one_or_more(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("hostnames")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        names = []
+        for name in value:
+            normal = name.strip().lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", normal):
+                raise ValueError(f"{name!r} is not a host name")
+            names.append(normal)
+        return names
 
 
 class TlsConfig(Section):
