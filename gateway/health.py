@@ -160,15 +160,19 @@ async def upstream_reachable(session: aiohttp.ClientSession, url: str) -> None:
 async def api_token_accepted(
     session: aiohttp.ClientSession, url: str, token: str
 ) -> None:
-    """Raise unless the upstream API answers ``url`` without refusing ``token``.
+    """Raise if the upstream API answers ``url`` with 401 or 403 to ``token``.
 
-    Any status below 500 other than 401 and 403 counts, so an API without
-    this path passes with 404 once the token got past its check.
+    An unreachable or failing upstream passes, because the ``upstream``
+    check reports it, and this check names only a refused token.
     """
     timeout = aiohttp.ClientTimeout(total=None)
     headers = {"Authorization": f"Bearer {token}"}
-    async with session.get(
-        url, headers=headers, allow_redirects=False, timeout=timeout
-    ) as response:
-        if response.status in (401, 403) or response.status >= 500:
-            raise ConnectionError(f"upstream API answered {response.status}")
+    try:
+        async with session.get(
+            url, headers=headers, allow_redirects=False, timeout=timeout
+        ) as response:
+            status = response.status
+    except (aiohttp.ClientError, OSError):
+        return
+    if status in (401, 403):
+        raise PermissionError(f"upstream API answered {status}")
