@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from gateway.config import yamlfile
 from gateway.config.models import (
@@ -348,6 +348,42 @@ def _load_tenant(
 
     ``locate(*keys)`` names a key of this tenant for a problem.
     """
+    files = _load_tenant_files(config, locate, problems, now)
+    _check_allowlist(config, locate, problems)
+    if not config.launch_signature:
+        problems.warn(
+            locate("launch_signature"),
+            "off: anyone with the tenant certificate on an allowed address "
+            "can launch as any userId",
+        )
+    if files is None:
+        return None
+    pinned, authorities, revoked = files
+    return Tenant(config, pinned, authorities, revoked)
+
+
+class _TenantFiles(BaseModel):
+    """The file keys of a tenant, read even when its other keys are invalid."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, arbitrary_types_allowed=True)
+
+    certificates: list[FilePath] | None = None
+    ca_file: FilePath | None = None
+    crl_file: FilePath | None = None
+
+
+_TenantFileSet = tuple[
+    tuple[Certificate, ...], tuple[Certificate, ...], frozenset[tuple[bytes, int]]
+]
+
+
+def _load_tenant_files(
+    config: TenantConfig | _TenantFiles,
+    locate: Callable[..., str],
+    problems: _Problems,
+    now: dt.datetime,
+) -> _TenantFileSet | None:
+    """Read the pinned certificates, the CA and the CRL; None if one failed."""
     pinned: list[Certificate] = []
     authorities: list[Certificate] = []
     revoked: frozenset[tuple[bytes, int]] = frozenset()
@@ -386,17 +422,9 @@ def _load_tenant(
         else:
             issuer = crl.issuer.public_bytes()
             revoked = frozenset((issuer, entry.serial_number) for entry in crl)
-
-    _check_allowlist(config, locate, problems)
-    if not config.launch_signature:
-        problems.warn(
-            locate("launch_signature"),
-            "off: anyone with the tenant certificate on an allowed address "
-            "can launch as any userId",
-        )
     if not ok:
         return None
-    return Tenant(config, tuple(pinned), tuple(authorities), revoked)
+    return tuple(pinned), tuple(authorities), revoked
 
 
 def _check_allowlist(
@@ -589,11 +617,15 @@ def _load_tenants(
         config = _validate(
             TenantConfig, entry, base, locate, problems, ("tenants", index)
         )
-        if config is None:
-            continue
-
         def locate_key(*keys: str | int, index: int = index) -> str:
             return locate(["tenants", index, *keys])
+
+        if config is None:
+            # Report the file problems of this tenant in the same run.
+            files = _quietly(_TenantFiles, entry, base)
+            if files is not None:
+                _load_tenant_files(files, locate_key, problems, now)
+            continue
 
         tenant = _load_tenant(config, locate_key, problems, now)
         if tenant is not None and not duplicate:

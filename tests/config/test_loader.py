@@ -809,6 +809,17 @@ def test_nul_in_path_is_error(files: Files) -> None:
     assert "is not a file path" in problem
 
 
+def test_invalid_tenant_still_reports_files(files: Files) -> None:
+    tenants = edit(TENANTS, "      - certs/noord.pem", "      - certs/absent.pem")
+    tenants = edit(tenants, "    display_name: Zorggroep Noord\n", "")
+
+    problems = files.failure(tenants=tenants).problems
+
+    assert len(problems) == 2
+    assert "required key 'display_name' is missing" in problems[0]
+    assert "absent.pem' cannot be read" in problems[1]
+
+
 def test_connect_timeout_over_timeout_warns(files: Files) -> None:
     gateway = edit(GATEWAY, "  url: http://127.0.0.1:9\n", "  url: http://127.0.0.1:9\n  timeout: 2s\n")
 
