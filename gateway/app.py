@@ -28,6 +28,7 @@ from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
 from gateway.middleware.pipeline import MIDDLEWARES, add_security_headers
 from gateway.pages import render
+from gateway.redis_connect import connect
 from gateway.session.announce import announce
 from gateway.session.codec import CookieCodec
 from gateway.session.pending import PendingCodec
@@ -53,7 +54,7 @@ HEALTH_PATH = "/gateway-api/v1/health"
 
 def redis_client(url: str, timeout: float) -> Redis:
     # Short timeouts: with Redis down, a launch must fall back to SQL quickly.
-    return Redis.from_url(
+    return connect(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -110,7 +111,7 @@ def pubsub_client(url: str, timeout: float) -> Redis:
     reaches the subscriber at once, which reconnects with its own backoff and
     checks the connection with a PING whose reply it waits for.
     """
-    return Redis.from_url(
+    return connect(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,

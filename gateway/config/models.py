@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gateway.redis_connect import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 from gateway.config.types import (
     MIN_KEY_BYTES,
     Duration,
@@ -167,7 +168,7 @@ def _connection_url(value: Any, info: ValidationInfo) -> str:
         return resolve_secret(value, _base(info)).text()
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a URL")
-    if re.match(r"[a-z0-9+]+://[^/@]*:[^/@]+@", value):
+    if re.match(r"[a-z0-9+]+://[^/@]*:[^/@]+@", value) or "password=" in value:
         raise ValueError(
             "this URL contains a password, a literal secret: "
             "write it as {env: NAME} or {file: PATH}"
@@ -188,6 +189,8 @@ def _check_scheme(url: str, schemes: tuple[str, ...]) -> None:
 def _redis_url(value: Any, info: ValidationInfo) -> str:
     url = _connection_url(value, info)
     _check_scheme(url, REDIS_SCHEMES)
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
     return url
 
 
@@ -203,7 +206,7 @@ def _database_url(value: Any, info: ValidationInfo) -> str:
     return url
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 

@@ -1484,6 +1484,31 @@ def test_literal_secret_in_url(files: Files) -> None:
     assert "Hunter2" not in problem
 
 
+def test_sentinel_url_accepted(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://10.0.0.1,10.0.0.2:26380/gw/1\n"
+
+    config = files.load(gateway=gateway)
+
+    assert config.gateway.redis.url == "redis+sentinel://10.0.0.1,10.0.0.2:26380/gw/1"
+
+
+def test_sentinel_url_without_service(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://10.0.0.1:26379\n"
+
+    problem = files.error(gateway=gateway)
+
+    assert "must end in /SERVICE" in problem
+
+
+def test_literal_sentinel_password_in_url(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://h/gw?sentinel_password=Hunter2-Secret\n"
+
+    problem = files.error(gateway=gateway)
+
+    assert "contains a password" in problem
+    assert "Hunter2" not in problem
+
+
 def test_unsupported_database_scheme(files: Files) -> None:
     files.setenv("TEST_DATABASE_URL", "mysql://gw:Hunter2-Secret@127.0.0.1/gw")
     gateway = GATEWAY + "database:\n  url: {env: TEST_DATABASE_URL}\n"
