@@ -12,6 +12,7 @@ import time
 
 import aiohttp
 import pytest
+from aiohttp import WSCloseCode, WSMsgType
 
 from tests.ops.conftest import StartServed
 from tests.support.served import (
@@ -122,6 +123,26 @@ async def test_shutdown_timeout_cuts_stream(serve_gateway: StartServed) -> None:
             await response.read()
 
     assert first == b"a" * 1024
+    assert await served.wait_exit(30) == 0
+    (stopped,) = served.events("stopped")
+    assert stopped["seconds"] < 1 + STOP_MARGIN
+    assert stopped["requests_cancelled"] == 1
+
+
+async def test_shutdown_timeout_closes_websocket(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides={"shutdown_timeout": "1s"})
+    client = await logged_in(served)
+    origin = {"Origin": served.base_url}
+    async with client.ws_connect("/demo/ws", headers=origin) as socket:
+        await socket.receive_str()
+        await socket.send_str("hallo")
+        assert await socket.receive_str() == "hallo"
+
+        served.send_signal(signal.SIGTERM)
+        message = await socket.receive(timeout=1 + STOP_MARGIN)
+
+    assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    assert socket.close_code == WSCloseCode.GOING_AWAY
     assert await served.wait_exit(30) == 0
     (stopped,) = served.events("stopped")
     assert stopped["seconds"] < 1 + STOP_MARGIN
