@@ -279,7 +279,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+    # A worker's SIGHUP comes from its parent, whose workers_reload line
+    # names the cause.
+    trigger = "SIGHUP" if watch else "parent"
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, trigger)
     tasks = [asyncio.create_task(reloader.run(), name="config-reload")]
     if watch:
         tasks.append(asyncio.create_task(reloader.watch(), name="config-watch"))

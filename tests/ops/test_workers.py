@@ -146,6 +146,9 @@ async def test_sighup_reloads_every_worker(serve_gateway: StartServed) -> None:
 
     reloaded = {int(record["pid"]) for record in served.events("config_reloaded")}
     assert reloaded == worker_pids(served)
+    assert {record["trigger"] for record in served.events("config_reloaded")} == {"parent"}
+    (passed_on,) = served.events("workers_reload")
+    assert passed_on["trigger"] == "SIGHUP"
 
 
 async def test_killed_worker_restarts(serve_gateway: StartServed) -> None:
