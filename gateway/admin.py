@@ -8,6 +8,7 @@ certificate. Nothing on it reveals a session, a link or a secret.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Awaitable, Callable, Collection
 
 from aiohttp import web
@@ -39,13 +40,21 @@ async def metrics(request: web.Request) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-def _host_name(host: str) -> str:
-    """Return the name or address of a ``Host`` value, without port or dot."""
-    if host.startswith("["):
-        return host[1:].partition("]")[0]
-    if host.count(":") == 1:
-        host = host.partition(":")[0]
-    return host.lower().rstrip(".")
+#: A ``Host`` value: a bracketed IPv6 address or a name, then an optional port.
+_HOST = re.compile(r"(?:\[([0-9A-Fa-f:.]+)\]|([A-Za-z0-9.-]+))(?::[0-9]{1,5})?")
+
+
+def _host_name(host: str) -> str | None:
+    """Return the name or address of a ``Host`` value, or None if malformed.
+
+    A trailing dot is dropped once, and names are compared in lower case.
+    """
+    match = _HOST.fullmatch(host)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        return match.group(1)
+    return match.group(2).lower().removesuffix(".")
 
 
 def _is_address(name: str) -> bool:
@@ -67,8 +76,11 @@ def host_check(names: Collection[str]) -> Callable[[web.Request, Handler], Await
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         hosts = request.headers.getall("Host", [])
-        name = _host_name(hosts[0]) if len(hosts) == 1 else ""
-        if not (name in allowed or _is_address(name)):
+        name = _host_name(hosts[0]) if len(hosts) == 1 else None
+        # An absolute-form target names a host of its own, so only the
+        # origin form ("/healthz") is served.
+        origin_form = request.raw_path.startswith("/")
+        if name is None or not origin_form or not (name in allowed or _is_address(name)):
             return web.Response(
                 status=421,
                 text="421: name this listener by IP address, localhost or admin.hostnames\n",

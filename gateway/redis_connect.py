@@ -13,6 +13,7 @@ sentinels' own, when they require one.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -26,7 +27,16 @@ SENTINEL_SCHEME = "redis+sentinel"
 #: Port of a sentinel whose address has none.
 DEFAULT_SENTINEL_PORT = 26379
 
-_HOST = re.compile(r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(?::(\d{1,5}))?")
+_HOST = re.compile(
+    r"(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*)(?::(\d{1,5}))?"
+)
+
+#: Names Redis gives a monitored master: letters, digits and ``-_.:``.
+_SERVICE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
+
+#: Largest database number accepted; Redis itself defaults to 16 databases.
+MAX_DB = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -51,6 +61,8 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
     The messages never quote the URL, because it may hold a password.
     """
     rest = url.removeprefix(SENTINEL_SCHEME + "://")
+    if "#" in rest:
+        raise ValueError("a Sentinel URL cannot have a #fragment")
     rest, _, query = rest.partition("?")
     location, _, path = rest.partition("/")
     userinfo, at, hosts = location.rpartition("@")
@@ -68,21 +80,28 @@ def parse_sentinel_url(url: str) -> SentinelUrl:
             "a Sentinel URL must end in /SERVICE or /SERVICE/DB, the name of "
             "the master that the sentinels monitor"
         )
+    service = unquote(parts[0])
+    if not _SERVICE.fullmatch(service):
+        raise ValueError(
+            "the service of a Sentinel URL must be the master's name: letters, "
+            "digits and '-_.:'"
+        )
     db = 0
     if len(parts) == 2:
-        if not parts[1].isdigit() or not parts[1].isascii():
+        if not (parts[1].isascii() and parts[1].isdigit() and len(parts[1]) <= 10):
             raise ValueError("the database number of a Sentinel URL must be 0 or more")
         db = int(parts[1])
+        if db > MAX_DB:
+            raise ValueError(f"the database number of a Sentinel URL is above {MAX_DB}")
     options = parse_qs(query, keep_blank_values=True)
-    unknown = sorted(set(options) - {"sentinel_password"})
-    if unknown:
+    if set(options) - {"sentinel_password"} or (query and not options):
+        # The option's name is not quoted: a forgotten 'sentinel_password='
+        # would leave the password itself in its place.
         raise ValueError(
-            f"unknown Sentinel URL option {unknown[0]!r}: only sentinel_password is known"
+            "a Sentinel URL takes one option, ?sentinel_password=..., and no other"
         )
     sentinel_password = options.get("sentinel_password", [None])[-1]
-    return SentinelUrl(
-        sentinels, unquote(parts[0]), db, username, password, sentinel_password
-    )
+    return SentinelUrl(sentinels, service, db, username, password, sentinel_password)
 
 
 def _sentinel(text: str) -> tuple[str, int]:
@@ -92,7 +111,13 @@ def _sentinel(text: str) -> tuple[str, int]:
             "each sentinel of a Sentinel URL must be HOST or HOST:PORT, "
             "separated by commas"
         )
-    host = match.group(1).strip("[]")
+    host = match.group(1)
+    if host.startswith("["):
+        host = host[1:-1]
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ValueError(f"sentinel address [{host}] is not an IPv6 address") from None
     port = int(match.group(2) or DEFAULT_SENTINEL_PORT)
     if not 0 < port < 65536:
         raise ValueError(f"sentinel port {port} is outside 1 to 65535")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -82,6 +83,10 @@ def keep_restart_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConf
         kept = getattr(getattr(old, section), key)
         updates[section] = current.model_copy(update={key: kept})
     return new.model_copy(update=updates)
+
+
+#: Seconds between two looks at the watch interval.
+WATCH_NAP = 0.1
 
 
 class ReloadFailed(Exception):
@@ -176,13 +181,15 @@ class Reloader:
 
     async def watch(self) -> None:
         """Poll the watched files and request a reload after a settled change."""
+        last_poll = time.monotonic()
         while True:
+            # Short naps, so that an interval changed by a reload applies at
+            # once instead of after the old interval.
+            await asyncio.sleep(WATCH_NAP)
             interval = self.gateway.config.gateway.config_watch_interval
-            if interval <= 0:
-                # Watching is off; a reload may turn it on again.
-                await asyncio.sleep(1.0)
+            if interval <= 0 or time.monotonic() - last_poll < interval:
                 continue
-            await asyncio.sleep(interval)
+            last_poll = time.monotonic()
             try:
                 current = await asyncio.to_thread(snapshot, self.gateway.config.path)
             except Exception:  # noqa: BLE001 - the next poll tries again
@@ -198,17 +205,22 @@ class Reloader:
         """Reload both files now; return whether the new configuration is in force."""
         gateway = self.gateway
         old = gateway.config
-        # Taken before the files are read, so that a change during the load
-        # is seen by the next poll.
-        self.detector.applied = await asyncio.to_thread(snapshot, old.path)
         try:
+            # Taken before the files are read, so that a change during the
+            # load is seen by the next poll.
+            self.detector.applied = await asyncio.to_thread(snapshot, old.path)
             config, context, kept = await asyncio.to_thread(
                 build_reloaded, str(old.path), old
             )
             if self._prepare is not None:
                 self._prepare(context)
-        except ReloadFailed as exc:
-            _log_failure(exc.problems, trigger)
+        except Exception as exc:  # noqa: BLE001 - a bad file must not end reloading
+            problems = (
+                exc.problems
+                if isinstance(exc, ReloadFailed)
+                else [f"{old.path}: the files cannot be read ({type(exc).__name__})"]
+            )
+            _log_failure(problems, trigger)
             gateway.metrics.record_reload(None)
             return False
         self._swap(gateway, config, context)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import yamlfile
+from gateway.config.files import read_regular_file
 
 #: Keys whose values are file paths, in both files.
 FILE_KEYS = frozenset(
@@ -78,7 +79,7 @@ def watched_files(gateway_path: Path) -> list[Path]:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return hashlib.sha256(read_regular_file(path)).hexdigest()
     except (OSError, ValueError):
         return None
 

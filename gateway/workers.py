@@ -235,15 +235,17 @@ class Supervisor:
         workers check, log and count their own reloads, so the parent
         logs only that it kept its copy.
         """
-        self.detector.applied = snapshot(self.config.path)
         try:
+            self.detector.applied = snapshot(self.config.path)
             config, context, _ = build_reloaded(str(self.config.path), self.config)
-        except ReloadFailed as exc:
+        except Exception as exc:  # noqa: BLE001 - the parent must outlive a bad file
+            errors = len(exc.problems) if isinstance(exc, ReloadFailed) else 1
             server_logger.warning(
                 "the parent keeps its configuration for restarted workers",
                 extra={
                     "event": "supervisor_reload_failed",
-                    "errors": len(exc.problems),
+                    "errors": errors,
+                    "error": type(exc).__name__,
                 },
             )
         else:

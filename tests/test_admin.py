@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -132,9 +133,43 @@ async def test_admin_host_address_served(gateway: GatewayHarness, host: str) -> 
     assert await status_with_host(gateway, host) == 200
 
 
-@pytest.mark.parametrize("host", ["evil.example", "evil.example:9180", "127.0.0.1.evil.example", ""])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:9180",
+        "127.0.0.1.evil.example",
+        "",
+        "[::1]evil.example",
+        "[::1].evil.example:80",
+        "localhost:evil.example",
+        "fe80::1%evil.example",
+        "localhost..",
+    ],
+)
 async def test_admin_foreign_host_is_421(gateway: GatewayHarness, host: str) -> None:
     assert await status_with_host(gateway, host) == 421
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply
+
+
+async def test_admin_absolute_target_is_421(gateway: GatewayHarness) -> None:
+    assert gateway.running is not None and gateway.running.admin_port is not None
+    request = (
+        b"GET http://evil.example/healthz HTTP/1.1\r\nHost: localhost\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+
+    reply = await asyncio.to_thread(raw_exchange, gateway.running.admin_port, request)
+
+    assert reply.startswith(b"HTTP/1.1 421")
 
 
 async def test_admin_configured_hostname_served(make_gateway: MakeGateway) -> None:

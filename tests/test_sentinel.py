@@ -51,12 +51,32 @@ def test_url_passwords_split() -> None:
         ("redis+sentinel://a/gw/one", "database number"),
         ("redis+sentinel://a:70000/gw", "outside 1 to 65535"),
         ("redis+sentinel://a,,b/gw", "HOST or HOST:PORT"),
-        ("redis+sentinel://a/gw?db=1", "unknown Sentinel URL option 'db'"),
+        ("redis+sentinel://a/gw?db=1", "takes one option"),
+        ("redis+sentinel://[:::::]/gw", "not an IPv6 address"),
+        ("redis+sentinel://a..b/gw", "HOST or HOST:PORT"),
+        ("redis+sentinel://-/gw", "HOST or HOST:PORT"),
+        ("redis+sentinel://a/gw/99999999999999999999", "database number"),
+        ("redis+sentinel://a/%00", "the master's name"),
+        ("redis+sentinel://a/gw#part", "#fragment"),
     ],
 )
 def test_bad_url_named(url: str, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         parse_sentinel_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis+sentinel://a/gw?S3cret-Sentinel-Pw",
+        "redis+sentinel://a/gw?sentinel_password=ab&S3cret-Sentinel-Pw",
+    ],
+)
+def test_bad_option_not_echoed(url: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_sentinel_url(url)
+
+    assert "S3cret" not in str(caught.value)
 
 
 # --- a gateway behind Sentinel ----------------------------------------------------

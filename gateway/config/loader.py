@@ -28,6 +28,7 @@ from gateway.config.models import (
     TlsConfig,
     UpstreamConfig,
 )
+from gateway.config.files import read_regular_file
 from gateway.config.types import covers_everyone
 from gateway.errors import ConfigError
 
@@ -235,7 +236,7 @@ def _quietly(model: type[BaseModel], data: Any, base: Path) -> Any:
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as exc:
         raise ValueError(
             f"certificate file '{path}' cannot be read: {exc.strerror}"
@@ -268,7 +269,7 @@ def load_certificates(path: Path) -> list[Certificate]:
 
 def _load_crl(path: Path) -> x509.CertificateRevocationList:
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as exc:
         raise ValueError(f"CRL file '{path}' cannot be read: {exc.strerror}") from None
     try:
@@ -538,12 +539,14 @@ def _check_gateway_files(
         problems.error(where, str(exc))
     where = locate(["tls", "private_key"])
     try:
-        key = tls.private_key.read_bytes()
+        key = read_regular_file(tls.private_key)
     except OSError as exc:
         problems.error(
             where,
             f"private key file '{tls.private_key}' cannot be read: {exc.strerror}",
         )
+    except ValueError as exc:
+        problems.error(where, str(exc))
     else:
         if b"PRIVATE KEY" not in key:
             problems.error(
@@ -696,7 +699,7 @@ def load_config(path: Path | str, *, now: dt.datetime | None = None) -> Config:
     if problems.errors or gateway is None:
         raise ConfigError(problems.errors, problems.warnings)
     digest = hashlib.sha256(
-        path.read_bytes() + b"\0" + tenants_path.read_bytes()
+        read_regular_file(path) + b"\0" + read_regular_file(tenants_path)
     ).hexdigest()
     return Config(
         gateway, tenants, path, tenants_path, digest, tuple(problems.warnings)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -818,6 +819,28 @@ def test_invalid_tenant_still_reports_files(files: Files) -> None:
     assert len(problems) == 2
     assert "required key 'display_name' is missing" in problems[0]
     assert "absent.pem' cannot be read" in problems[1]
+
+
+def test_huge_integer_is_error(files: Files) -> None:
+    problem = files.error(tenants=TENANTS + "extra: " + "9" * 5000 + "\n")
+
+    assert "invalid YAML" in problem
+    assert "4300 digits" in problem
+
+
+def test_duration_over_a_year_is_error(files: Files) -> None:
+    problem = files.error(gateway=GATEWAY + "shutdown_timeout: 3000000d\n")
+
+    assert "longer than the longest duration allowed, 366d" in problem
+
+
+def test_fifo_certificate_is_error(files: Files) -> None:
+    os.mkfifo(files.folder / "certs/noord.fifo")
+    tenants = edit(TENANTS, "certs/noord.pem", "certs/noord.fifo")
+
+    problem = files.error(tenants=tenants)
+
+    assert "noord.fifo' is not a regular file" in problem
 
 
 def test_connect_timeout_over_timeout_warns(files: Files) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -398,8 +399,21 @@ def _empty_tenants(served: ServedGateway) -> None:
     tenants_path(served).write_text("")
 
 
+def _huge_integer(served: ServedGateway) -> None:
+    path = tenants_path(served)
+    path.write_text(path.read_text() + "extra: " + "9" * 5000 + "\n")
+
+
+def _fifo_as_crl(served: ServedGateway) -> None:
+    fifo = served.harness.folder / "crl.fifo"
+    os.mkfifo(fifo)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"][0].update(crl_file=str(fifo)))
+
+
 HOSTILE_EDITS = [
     pytest.param(_deep_nesting, id="deep-nesting"),
+    pytest.param(_huge_integer, id="huge-integer"),
+    pytest.param(_fifo_as_crl, id="fifo-as-crl"),
     pytest.param(_unknown_home, id="unknown-home-folder"),
     pytest.param(_nul_in_secret_path, id="nul-in-secret-path"),
     pytest.param(_empty_tenants, id="empty-tenants-file"),
@@ -427,6 +441,38 @@ async def test_hostile_file_keeps_reloading(
     # The reloader survived the bad file, so the next good one is in force.
     assert applied["event"] == "config_reloaded"
     assert applied["tenants"] == 1
+
+
+async def test_parent_survives_hostile_sighup(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(workers=2)
+    original = tenants_path(served).read_text()
+    _huge_integer(served)
+    mark = served.mark()
+
+    served.send_signal(signal.SIGHUP)
+    await served.wait_for_event("supervisor_reload_failed", after=mark)
+    tenants_path(served).write_text(original)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    mark = served.mark()
+    served.send_signal(signal.SIGHUP)
+    applied = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert served.process.poll() is None
+    assert applied["tenants"] == 1
+
+
+async def test_new_watch_interval_applies_at_once(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides=WATCHING)
+    edit_yaml(gateway_path(served), lambda data: data.update(config_watch_interval="10d"))
+    await served.wait_for_event("config_reloaded")
+    edit_yaml(gateway_path(served), lambda data: data.update(config_watch_interval="200ms"))
+    await reload_by_signal(served)
+    mark = served.mark()
+
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await served.wait_for_event("config_reloaded", after=mark, timeout=5)
+
+    assert applied["trigger"] == "file change"
 
 
 @pytest.mark.parametrize("workers", [1, 2])
