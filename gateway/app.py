@@ -18,7 +18,7 @@ from redis.backoff import NoBackoff
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
-from gateway.health import HealthMonitor, upstream_reachable
+from gateway.health import HealthMonitor, api_token_accepted, upstream_reachable
 from gateway.inflight import TRACKER, RequestTracker
 from gateway.metrics import Metrics
 from gateway.flows import forms, launch, logout, notices, proxied
@@ -28,6 +28,7 @@ from gateway.links.sql import SqlLinkStore
 from gateway.logs import server_logger
 from gateway.middleware.pipeline import MIDDLEWARES, add_security_headers
 from gateway.pages import render
+from gateway.redis_connect import connect
 from gateway.session.announce import announce
 from gateway.session.codec import CookieCodec
 from gateway.session.pending import PendingCodec
@@ -45,14 +46,15 @@ from gateway.upstream.proxy import Proxy, create_client_session
 
 TENANT = "{tenant:[a-z0-9][a-z0-9-]{0,62}}"
 
-#: Path under the API URL that the health check asks; any answer below 500
+#: Path under the API URL that the health checks ask; any answer below 500
 #: counts as reachable, so a Medimo without this endpoint passes with 404.
+#: The second check sends the API token and fails on 401 or 403.
 HEALTH_PATH = "/gateway-api/v1/health"
 
 
 def redis_client(url: str, timeout: float) -> Redis:
     # Short timeouts: with Redis down, a launch must fall back to SQL quickly.
-    return Redis.from_url(
+    return connect(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -109,7 +111,7 @@ def pubsub_client(url: str, timeout: float) -> Redis:
     reaches the subscriber at once, which reconnects with its own backoff and
     checks the connection with a PING whose reply it waits for.
     """
-    return Redis.from_url(
+    return connect(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
@@ -194,6 +196,11 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
                     "database": lambda: ping(engine),
                     "upstream": lambda: upstream_reachable(
                         http, settings.upstream.api_base + HEALTH_PATH
+                    ),
+                    "upstream_api": lambda: api_token_accepted(
+                        api_http,
+                        settings.upstream.api_base + HEALTH_PATH,
+                        settings.upstream.api_token.text(),
                     ),
                 },
                 metrics,

@@ -23,7 +23,7 @@ import aiohttp
 from gateway.logs import server_logger
 from gateway.metrics import Metrics
 
-DEPENDENCIES = ("redis", "database", "upstream")
+DEPENDENCIES = ("redis", "database", "upstream", "upstream_api")
 
 #: What each dependency's absence means, for /readyz and the log.
 DEGRADED_MODES = {
@@ -31,6 +31,9 @@ DEGRADED_MODES = {
     "read the database; revocations are read from the database",
     "database": "new links answer 503; cached links still log in",
     "upstream": "proxied requests and password checks fail with 502 or 504",
+    "upstream_api": "the upstream API rejects upstream.api_token: the link and "
+    "confirm forms and client lookups answer 502; linked launches and proxied "
+    "requests still work",
 }
 
 #: Seconds a fresh /readyz result is reused, so that probes cannot flood.
@@ -152,3 +155,24 @@ async def upstream_reachable(session: aiohttp.ClientSession, url: str) -> None:
     async with session.get(url, allow_redirects=False, timeout=timeout) as response:
         if response.status >= 500:
             raise ConnectionError(f"upstream answered {response.status}")
+
+
+async def api_token_accepted(
+    session: aiohttp.ClientSession, url: str, token: str
+) -> None:
+    """Raise if the upstream API answers ``url`` with 401 or 403 to ``token``.
+
+    An unreachable or failing upstream passes, because the ``upstream``
+    check reports it, and this check names only a refused token.
+    """
+    timeout = aiohttp.ClientTimeout(total=None)
+    headers = {"Authorization": f"Bearer {token}"}
+    try:
+        async with session.get(
+            url, headers=headers, allow_redirects=False, timeout=timeout
+        ) as response:
+            status = response.status
+    except (aiohttp.ClientError, OSError):
+        return
+    if status in (401, 403):
+        raise PermissionError(f"upstream API answered {status}")

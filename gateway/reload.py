@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -84,6 +85,10 @@ def keep_restart_settings(old: GatewayConfig, new: GatewayConfig) -> GatewayConf
     return new.model_copy(update=updates)
 
 
+#: Seconds between two looks at the watch interval.
+WATCH_NAP = 0.1
+
+
 class ReloadFailed(Exception):
     """A reload whose configuration or TLS context could not be built."""
 
@@ -101,6 +106,15 @@ def build_reloaded(path: str, old: Config) -> tuple[Config, ssl.SSLContext, list
         loaded = load_config(path)
     except ConfigError as exc:
         raise ReloadFailed(exc.problems) from None
+    except Exception as exc:  # noqa: BLE001 - a reload must never end the gateway
+        # SECURITY: only the type is named, because the message of an
+        # unexpected error might quote a file's contents.
+        raise ReloadFailed(
+            [
+                f"{path}: the configuration cannot be loaded "
+                f"({type(exc).__name__}): run 'sso-gateway check-config' on it"
+            ]
+        ) from None
     kept = restart_changes(old.gateway, loaded.gateway)
     config = dataclasses.replace(
         loaded, gateway=keep_restart_settings(old.gateway, loaded.gateway)
@@ -156,18 +170,34 @@ class Reloader:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            await self.reload(self._trigger)
+            try:
+                await self.reload(self._trigger)
+            except Exception:  # noqa: BLE001 - later reloads must still run
+                server_logger.exception(
+                    "reload failed unexpectedly, the configuration in force stays",
+                    extra={"event": "config_reload_failed", "trigger": self._trigger},
+                )
+                self.gateway.metrics.record_reload(None)
 
     async def watch(self) -> None:
         """Poll the watched files and request a reload after a settled change."""
+        last_poll = time.monotonic()
         while True:
+            # Short naps, so that an interval changed by a reload applies at
+            # once instead of after the old interval.
+            await asyncio.sleep(WATCH_NAP)
             interval = self.gateway.config.gateway.config_watch_interval
-            if interval <= 0:
-                # Watching is off; a reload may turn it on again.
-                await asyncio.sleep(1.0)
+            if interval <= 0 or time.monotonic() - last_poll < interval:
                 continue
-            await asyncio.sleep(interval)
-            current = await asyncio.to_thread(snapshot, self.gateway.config.path)
+            last_poll = time.monotonic()
+            try:
+                current = await asyncio.to_thread(snapshot, self.gateway.config.path)
+            except Exception:  # noqa: BLE001 - the next poll tries again
+                server_logger.exception(
+                    "checking the configuration files for changes failed",
+                    extra={"event": "config_watch_failed"},
+                )
+                continue
             if self.detector.settled(current):
                 self.request("file change")
 
@@ -175,22 +205,29 @@ class Reloader:
         """Reload both files now; return whether the new configuration is in force."""
         gateway = self.gateway
         old = gateway.config
-        # Taken before the files are read, so that a change during the load
-        # is seen by the next poll.
-        self.detector.applied = await asyncio.to_thread(snapshot, old.path)
         try:
+            # Taken before the files are read, so that a change during the
+            # load is seen by the next poll.
+            self.detector.applied = await asyncio.to_thread(snapshot, old.path)
             config, context, kept = await asyncio.to_thread(
                 build_reloaded, str(old.path), old
             )
             if self._prepare is not None:
                 self._prepare(context)
-        except ReloadFailed as exc:
-            _log_failure(exc.problems, trigger)
+        except Exception as exc:  # noqa: BLE001 - a bad file must not end reloading
+            problems = (
+                exc.problems
+                if isinstance(exc, ReloadFailed)
+                else [f"{old.path}: the files cannot be read ({type(exc).__name__})"]
+            )
+            _log_failure(problems, trigger)
             gateway.metrics.record_reload(None)
             return False
         self._swap(gateway, config, context)
         _log_success(config, trigger, kept)
         gateway.metrics.record_reload(config)
+        for tenant in sorted(set(old.tenants) - set(config.tenants)):
+            await _revoke_removed_tenant(gateway, tenant)
         return True
 
     def _swap(self, gateway: Gateway, config: Config, context: ssl.SSLContext) -> None:
@@ -203,8 +240,43 @@ class Reloader:
             gateway.proxy = build_proxy(config, gateway.http, gateway.metrics)
         if new.forms != old.forms:
             gateway.attempts = build_attempts(config, gateway.redis)
+        # SECURITY: never shortened, because sessions issued under the longer
+        # lifetime stay valid if a later reload raises it again.
+        gateway.revocations.extend_lifetime(config.longest_session_lifetime)
         gateway.config = config
         self._running.context = context
+
+
+#: ``revoked_by`` of the revocation that ends a removed tenant's sessions.
+TENANT_REMOVED_BY = "configuration reload"
+
+
+async def _revoke_removed_tenant(gateway: Gateway, tenant: str) -> None:
+    """Record that every session of a removed tenant ended.
+
+    The removal alone already refuses those sessions here. The revocation
+    keeps them refused if the tenant comes back, and on the other instances.
+    """
+    try:
+        await gateway.revocations.revoke(
+            "tenant", tenant, "", revoked_by=TENANT_REMOVED_BY
+        )
+    except Exception as exc:  # noqa: BLE001 - the reload itself succeeded
+        server_logger.error(
+            "a removed tenant's sessions could not be revoked: they work again "
+            "if the tenant returns; run 'sso-gateway sessions revoke --tenant' "
+            "for it",
+            extra={
+                "event": "tenant_revocation_failed",
+                "tenant": tenant,
+                "error": type(exc).__name__,
+            },
+        )
+        return
+    server_logger.info(
+        "sessions of a removed tenant revoked",
+        extra={"event": "tenant_sessions_revoked", "tenant": tenant},
+    )
 
 
 def _log_failure(problems: list[str], trigger: str) -> None:

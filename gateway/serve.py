@@ -23,14 +23,20 @@ from gateway.admin import create_admin_app
 from gateway.app import create_app
 from gateway.config.loader import Config
 from gateway.errors import ListenError
-from gateway.inflight import TRACKER
+from gateway.inflight import CANCEL_BOUND, TRACKER
 from gateway.logs import server_logger
 from gateway.protocol import handler_factory, handler_settings
 from gateway.reload import Reloader
 from gateway.server import MutualTlsSite
 from gateway.state import GATEWAY, Gateway
+from gateway.tasks import finish
 from gateway.tls import server_context
 from gateway.watch import Snapshot, snapshot
+
+#: Seconds aiohttp waits for admin requests in progress at a stop. Admin
+#: requests are short probes and scrapes, so aiohttp 3.14 may wait this
+#: long twice before it cancels them.
+ADMIN_SHUTDOWN_TIMEOUT = 1.0
 
 
 @dataclass
@@ -81,15 +87,24 @@ class RunningGateway:
             },
         )
         started = time.monotonic()
-        tracker.stopping = True
-        # NOTE: aiohttp 3.14 reads how long cleanup() waits for requests in
-        # progress from this private attribute. It is set here, and not only
-        # when the runner is made, because a reload may change the timeout.
-        self.runner._shutdown_timeout = timeout
-        # cleanup() stops the sites, closes idle keep-alive connections, waits
-        # for the requests in progress, cancels what is left and then runs
-        # the app's cleanup, which closes the pools.
-        await self.runner.cleanup()
+        # aiohttp waits for the requests in progress itself, but it cancels
+        # them only after waiting up to its shutdown timeout twice (aiohttp
+        # 3.14), so the tracker cancels them when ``timeout`` is up.
+        deadline = asyncio.create_task(
+            tracker.cancel_after(timeout), name="shutdown-deadline"
+        )
+        # NOTE: aiohttp 3.14 reads its own wait from this private attribute.
+        # It is set past the tracker's deadline so that aiohttp never cuts a
+        # request short, and set here because a reload may change timeout.
+        self.runner._shutdown_timeout = aiohttp_wait(timeout)
+        try:
+            # cleanup() stops the sites, closes idle keep-alive connections,
+            # waits for the requests in progress and closes their
+            # connections, and then runs the app's cleanup, which writes the
+            # SSO log queue and closes the pools.
+            await self.runner.cleanup()
+        finally:
+            await finish(deadline, server_logger)
         if self.admin is not None:
             await self.admin.cleanup()
         server_logger.info(
@@ -100,6 +115,18 @@ class RunningGateway:
                 "seconds": round(time.monotonic() - started, 3),
             },
         )
+
+
+def aiohttp_wait(timeout: float) -> float:
+    """Return the shutdown timeout for aiohttp's runner: a backstop that ends
+    a second after the tracker's deadline and its cancellations.
+
+    aiohttp 3.14 takes 0 as no limit, so the backstop is never 0. NOTE: a
+    handler that outlives the tracker's cancellations holds the stop until
+    aiohttp has waited this long twice, and only then is it cancelled again
+    and its connection closed.
+    """
+    return timeout + CANCEL_BOUND + 1.0
 
 
 async def start(
@@ -124,7 +151,7 @@ async def start(
         app,
         handle_signals=False,
         handler_cancellation=True,
-        shutdown_timeout=config.gateway.shutdown_timeout,
+        shutdown_timeout=aiohttp_wait(config.gateway.shutdown_timeout),
         **handler_settings(limits),
     )
     await runner.setup()
@@ -142,7 +169,7 @@ async def start(
             handshake_timeout=config.gateway.tls.handshake_timeout,
             on_handshake_failed=lambda reason: failures.inc(),
             handlers=handlers,
-            balancers=config.gateway.balancers,
+            balancers=lambda: app[GATEWAY].config.gateway.balancers,
             sock=sock,
         )
 
@@ -190,7 +217,11 @@ async def _start_admin(
     """Start the plain-HTTP admin listener of a started gateway."""
     gateway = running.gateway
     admin = web.AppRunner(
-        create_admin_app(gateway.health, gateway.metrics), access_log=None
+        create_admin_app(
+            gateway.health, gateway.metrics, config.gateway.admin.hostnames
+        ),
+        access_log=None,
+        shutdown_timeout=ADMIN_SHUTDOWN_TIMEOUT,
     )
     await admin.setup()
     running.admin = admin
@@ -248,7 +279,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reloader.request, "SIGHUP")
+    # A worker's SIGHUP comes from its parent, whose workers_reload line
+    # names the cause.
+    trigger = "SIGHUP" if watch else "parent"
+    loop.add_signal_handler(signal.SIGHUP, reloader.request, trigger)
     tasks = [asyncio.create_task(reloader.run(), name="config-reload")]
     if watch:
         tasks.append(asyncio.create_task(reloader.watch(), name="config-watch"))

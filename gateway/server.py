@@ -300,9 +300,10 @@ class MutualTlsSite(BaseSite):
         sock: socket.socket | None = None,
         backlog: int = 128,
         handlers: HandlerFactory | None = None,
-        balancers: Sequence[IPNetwork] = (),
+        balancers: Callable[[], Sequence[IPNetwork]] = lambda: (),
     ) -> None:
         super().__init__(runner, backlog=backlog)
+        #: Read for each new connection, so that a reload applies at once.
         self._balancers = balancers
         self._handlers = handlers
         self._host = host
@@ -331,7 +332,7 @@ class MutualTlsSite(BaseSite):
                 self._contexts,
                 self._handshake_timeout,
                 self._on_failed,
-                self._balancers,
+                self._balancers(),
             )
             # Finished acceptors are dropped here, so the set stays as small
             # as the number of handshakes in progress.

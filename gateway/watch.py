@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.config import yamlfile
+from gateway.config.files import read_regular_file
 
 #: Keys whose values are file paths, in both files.
 FILE_KEYS = frozenset(
@@ -35,8 +36,12 @@ def _parse(path: Path) -> Any:
 def _resolve(value: Any, base: Path) -> Iterator[Path]:
     values = value if isinstance(value, list) else [value]
     for item in values:
-        if isinstance(item, str) and item.strip():
-            path = Path(item).expanduser()
+        if isinstance(item, str) and item.strip() and "\0" not in item:
+            try:
+                path = Path(item).expanduser()
+            except RuntimeError:
+                # The home folder of an unknown user: the loader reports it.
+                continue
             yield path if path.is_absolute() else base / path
 
 
@@ -74,8 +79,8 @@ def watched_files(gateway_path: Path) -> list[Path]:
 
 def _digest(path: Path) -> str | None:
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
+        return hashlib.sha256(read_regular_file(path)).hexdigest()
+    except (OSError, ValueError):
         return None
 
 

@@ -32,10 +32,12 @@ from dataclasses import dataclass, field
 from gateway.config.loader import Config
 from gateway.demo.run import stop_with_parent
 from gateway.errors import DatabaseUnavailable, ListenError, SchemaOutdated
+from gateway.inflight import CANCEL_BOUND
 from gateway.logs import server_logger
 from gateway.metrics import enable_multiprocess, worker_ended
 from gateway.reload import ReloadFailed, build_reloaded
 from gateway.serve import Listeners, serve
+from gateway.ssolog.writer import FLUSH_TIMEOUT
 from gateway.tickets import SharedTicketKeys, TicketKeysUnavailable
 from gateway.tls import server_context
 from gateway.watch import ChangeDetector, Snapshot, snapshot
@@ -50,9 +52,11 @@ MAX_RESTART_DELAY = 30.0
 STABLE_AFTER = 30.0
 
 #: Seconds past shutdown_timeout before the parent kills a worker that
-#: still runs. A worker needs them to cancel its last requests and close
-#: its pools, which takes well under a second on loopback.
-KILL_GRACE = 5.0
+#: still runs. After shutdown_timeout a worker cancels its last requests
+#: (at most CANCEL_BOUND seconds) and writes its SSO log queue (at most
+#: FLUSH_TIMEOUT seconds, while the database is slow or down), then closes
+#: its pools, for which 5 seconds are left.
+KILL_GRACE = CANCEL_BOUND + FLUSH_TIMEOUT + 5.0
 
 #: Exit status of a worker that cannot start for a reason that a restart
 #: does not fix, such as an outdated database schema. ``serve`` without
@@ -235,15 +239,17 @@ class Supervisor:
         workers check, log and count their own reloads, so the parent
         logs only that it kept its copy.
         """
-        self.detector.applied = snapshot(self.config.path)
         try:
+            self.detector.applied = snapshot(self.config.path)
             config, context, _ = build_reloaded(str(self.config.path), self.config)
-        except ReloadFailed as exc:
+        except Exception as exc:  # noqa: BLE001 - the parent must outlive a bad file
+            errors = len(exc.problems) if isinstance(exc, ReloadFailed) else 1
             server_logger.warning(
                 "the parent keeps its configuration for restarted workers",
                 extra={
                     "event": "supervisor_reload_failed",
-                    "errors": len(exc.problems),
+                    "errors": errors,
+                    "error": type(exc).__name__,
                 },
             )
         else:
@@ -266,7 +272,15 @@ class Supervisor:
         self.signal_workers(signal.SIGHUP)
 
     def poll_files(self) -> None:
-        if self.detector.settled(snapshot(self.config.path)):
+        try:
+            current = snapshot(self.config.path)
+        except Exception:  # noqa: BLE001 - the parent must outlive a bad file
+            server_logger.exception(
+                "checking the configuration files for changes failed",
+                extra={"event": "config_watch_failed"},
+            )
+            return
+        if self.detector.settled(current):
             self.reload("file change")
 
     # --- main loop -------------------------------------------------------

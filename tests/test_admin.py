@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import Awaitable, Callable
 
@@ -61,10 +62,16 @@ async def test_healthz_alive(gateway: GatewayHarness) -> None:
 
 
 async def test_readyz_all_up(gateway: GatewayHarness) -> None:
+    # A loaded test machine can make one Redis check miss its 500 ms timeout.
+    await wait_for_readiness(gateway, "ok")
     status, body = await readiness(gateway)
 
     assert status == 200
-    assert body == {"status": "ok", "checks": {"redis": "up", "database": "up", "upstream": "up"}, "degraded": {}}
+    assert body == {
+        "status": "ok",
+        "checks": {"redis": "up", "database": "up", "upstream": "up", "upstream_api": "up"},
+        "degraded": {},
+    }
 
 
 async def test_readyz_redis_down_degraded(make_gateway: MakeGateway, killable_redis: RedisServer) -> None:
@@ -73,7 +80,7 @@ async def test_readyz_redis_down_degraded(make_gateway: MakeGateway, killable_re
 
     body = await wait_for_readiness(gateway, "degraded")
 
-    assert body["checks"] == {"redis": "down", "database": "up", "upstream": "up"}
+    assert body["checks"] == {"redis": "down", "database": "up", "upstream": "up", "upstream_api": "up"}
     assert "redis" in body["degraded"]  # type: ignore[operator]
     status, _ = await readiness(gateway)
     assert status == 200
@@ -97,6 +104,79 @@ async def test_readyz_upstream_down_unavailable(gateway: GatewayHarness) -> None
     assert body["checks"]["upstream"] == "down"  # type: ignore[index]
     status, _ = await readiness(gateway)
     assert status == 503
+
+
+async def test_readyz_rejected_api_token_degraded(
+    make_gateway: MakeGateway,
+) -> None:
+    # The signing key's file holds a secret that the upstream's API does not know.
+    gateway = await make_gateway(
+        gateway_overrides={"upstream": {"api_token": {"file": "secrets/signing-key"}}}
+    )
+
+    status, body = await readiness(gateway)
+
+    assert status == 200
+    assert body["status"] == "degraded"
+    assert body["checks"] == {"redis": "up", "database": "up", "upstream": "up", "upstream_api": "down"}
+    assert "upstream.api_token" in body["degraded"]["upstream_api"]  # type: ignore[index]
+
+
+async def status_with_host(gateway: GatewayHarness, host: str) -> int:
+    async with aiohttp.ClientSession() as session:
+        async with session.get(gateway.admin_url + "/healthz", headers={"Host": host}) as response:
+            return response.status
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.1:9180", "localhost:9180", "LOCALHOST.", "[::1]:9180"])
+async def test_admin_host_address_served(gateway: GatewayHarness, host: str) -> None:
+    assert await status_with_host(gateway, host) == 200
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "evil.example",
+        "evil.example:9180",
+        "127.0.0.1.evil.example",
+        "",
+        "[::1]evil.example",
+        "[::1].evil.example:80",
+        "localhost:evil.example",
+        "fe80::1%evil.example",
+        "localhost..",
+    ],
+)
+async def test_admin_foreign_host_is_421(gateway: GatewayHarness, host: str) -> None:
+    assert await status_with_host(gateway, host) == 421
+
+
+def raw_exchange(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(request)
+        reply = b""
+        while chunk := sock.recv(4096):
+            reply += chunk
+    return reply
+
+
+async def test_admin_absolute_target_is_421(gateway: GatewayHarness) -> None:
+    assert gateway.running is not None and gateway.running.admin_port is not None
+    request = (
+        b"GET http://evil.example/healthz HTTP/1.1\r\nHost: localhost\r\n"
+        b"Connection: close\r\n\r\n"
+    )
+
+    reply = await asyncio.to_thread(raw_exchange, gateway.running.admin_port, request)
+
+    assert reply.startswith(b"HTTP/1.1 421")
+
+
+async def test_admin_configured_hostname_served(make_gateway: MakeGateway) -> None:
+    gateway = await make_gateway(gateway_overrides={"admin": {"hostnames": ["Metrics.Internal."]}})
+
+    assert await status_with_host(gateway, "metrics.internal:9180") == 200
+    assert await status_with_host(gateway, "other.internal:9180") == 421
 
 
 async def test_admin_listener_is_plain_loopback(gateway: GatewayHarness) -> None:

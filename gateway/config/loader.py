@@ -18,7 +18,7 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from gateway.config import yamlfile
 from gateway.config.models import (
@@ -28,6 +28,7 @@ from gateway.config.models import (
     TlsConfig,
     UpstreamConfig,
 )
+from gateway.config.files import read_regular_file
 from gateway.config.types import covers_everyone
 from gateway.errors import ConfigError
 
@@ -235,7 +236,7 @@ def _quietly(model: type[BaseModel], data: Any, base: Path) -> Any:
 
 def _read_certificates(path: Path) -> list[x509.Certificate]:
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as exc:
         raise ValueError(
             f"certificate file '{path}' cannot be read: {exc.strerror}"
@@ -268,7 +269,7 @@ def load_certificates(path: Path) -> list[Certificate]:
 
 def _load_crl(path: Path) -> x509.CertificateRevocationList:
     try:
-        data = path.read_bytes()
+        data = read_regular_file(path)
     except OSError as exc:
         raise ValueError(f"CRL file '{path}' cannot be read: {exc.strerror}") from None
     try:
@@ -348,6 +349,42 @@ def _load_tenant(
 
     ``locate(*keys)`` names a key of this tenant for a problem.
     """
+    files = _load_tenant_files(config, locate, problems, now)
+    _check_allowlist(config, locate, problems)
+    if not config.launch_signature:
+        problems.warn(
+            locate("launch_signature"),
+            "off: anyone with the tenant certificate on an allowed address "
+            "can launch as any userId",
+        )
+    if files is None:
+        return None
+    pinned, authorities, revoked = files
+    return Tenant(config, pinned, authorities, revoked)
+
+
+class _TenantFiles(BaseModel):
+    """The file keys of a tenant, read even when its other keys are invalid."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, arbitrary_types_allowed=True)
+
+    certificates: list[FilePath] | None = None
+    ca_file: FilePath | None = None
+    crl_file: FilePath | None = None
+
+
+_TenantFileSet = tuple[
+    tuple[Certificate, ...], tuple[Certificate, ...], frozenset[tuple[bytes, int]]
+]
+
+
+def _load_tenant_files(
+    config: TenantConfig | _TenantFiles,
+    locate: Callable[..., str],
+    problems: _Problems,
+    now: dt.datetime,
+) -> _TenantFileSet | None:
+    """Read the pinned certificates, the CA and the CRL; None if one failed."""
     pinned: list[Certificate] = []
     authorities: list[Certificate] = []
     revoked: frozenset[tuple[bytes, int]] = frozenset()
@@ -386,17 +423,9 @@ def _load_tenant(
         else:
             issuer = crl.issuer.public_bytes()
             revoked = frozenset((issuer, entry.serial_number) for entry in crl)
-
-    _check_allowlist(config, locate, problems)
-    if not config.launch_signature:
-        problems.warn(
-            locate("launch_signature"),
-            "off: anyone with the tenant certificate on an allowed address "
-            "can launch as any userId",
-        )
     if not ok:
         return None
-    return Tenant(config, tuple(pinned), tuple(authorities), revoked)
+    return tuple(pinned), tuple(authorities), revoked
 
 
 def _check_allowlist(
@@ -510,12 +539,14 @@ def _check_gateway_files(
         problems.error(where, str(exc))
     where = locate(["tls", "private_key"])
     try:
-        key = tls.private_key.read_bytes()
+        key = read_regular_file(tls.private_key)
     except OSError as exc:
         problems.error(
             where,
             f"private key file '{tls.private_key}' cannot be read: {exc.strerror}",
         )
+    except ValueError as exc:
+        problems.error(where, str(exc))
     else:
         if b"PRIVATE KEY" not in key:
             problems.error(
@@ -544,19 +575,32 @@ def _load_tenants(
     now: dt.datetime,
 ) -> dict[str, Tenant]:
     """Validate each tenant on its own, so that one bad tenant hides no other."""
-    data = document.data if document.data is not None else {}
+    data = document.data
+    if data is None or (isinstance(data, dict) and "tenants" not in data):
+        # SECURITY: a file cut short by an interrupted write looks like this,
+        # and loading it would end every session at once.
+        problems.error(
+            locate([]),
+            "has no 'tenants' list: write 'tenants: []' to run without tenants",
+        )
+        return {}
     if not isinstance(data, dict):
         problems.error(locate([]), "the file must contain a mapping of keys")
         return {}
     for key in data:
         if key != "tenants":
             problems.error(locate([key]), _message({"type": "extra_forbidden"}, [key]))
-    entries = data.get("tenants", [])
+    entries = data["tenants"]
     if entries is None:
         entries = []
     if not isinstance(entries, list):
         problems.error(locate(["tenants"]), "must be a list of tenants")
         return {}
+    if not entries:
+        problems.warn(
+            locate(["tenants"]),
+            "no tenants: every launch and every client certificate is refused",
+        )
 
     base = locate.path.parent
     names: dict[str, int] = {}
@@ -576,11 +620,15 @@ def _load_tenants(
         config = _validate(
             TenantConfig, entry, base, locate, problems, ("tenants", index)
         )
-        if config is None:
-            continue
-
         def locate_key(*keys: str | int, index: int = index) -> str:
             return locate(["tenants", index, *keys])
+
+        if config is None:
+            # Report the file problems of this tenant in the same run.
+            files = _quietly(_TenantFiles, entry, base)
+            if files is not None:
+                _load_tenant_files(files, locate_key, problems, now)
+            continue
 
         tenant = _load_tenant(config, locate_key, problems, now)
         if tenant is not None and not duplicate:
@@ -651,7 +699,7 @@ def load_config(path: Path | str, *, now: dt.datetime | None = None) -> Config:
     if problems.errors or gateway is None:
         raise ConfigError(problems.errors, problems.warnings)
     digest = hashlib.sha256(
-        path.read_bytes() + b"\0" + tenants_path.read_bytes()
+        read_regular_file(path) + b"\0" + read_regular_file(tenants_path)
     ).hexdigest()
     return Config(
         gateway, tenants, path, tenants_path, digest, tuple(problems.warnings)

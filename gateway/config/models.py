@@ -25,6 +25,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from gateway.redis_connect import SENTINEL_SCHEME, is_sentinel_url, parse_sentinel_url
 from gateway.config.types import (
     MIN_KEY_BYTES,
     Duration,
@@ -72,9 +73,15 @@ def _secret(value: Any, info: ValidationInfo) -> Secret:
 
 
 def _path(value: Any, info: ValidationInfo) -> Path:
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
         raise ValueError(f"{value!r} is not a file path")
-    path = Path(value).expanduser()
+    try:
+        path = Path(value).expanduser()
+    except RuntimeError:
+        raise ValueError(
+            f"'{value}' starts with the home folder of an unknown user: "
+            "write the full path"
+        ) from None
     return path if path.is_absolute() else _base(info) / path
 
 
@@ -109,11 +116,24 @@ class AdminConfig(Section):
     host: list[str] = Field(default_factory=lambda: ["127.0.0.1"])
     port: int = Field(default=9180, ge=0, le=65535)
     health_interval: Duration = 10.0
+    #: Names a scraper may use in ``Host`` besides IP addresses and localhost.
+    hostnames: list[str] = Field(default_factory=list)
 
     @field_validator("host", mode="before")
     @classmethod
     def _one_or_more(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
+
+    @field_validator("hostnames")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        names = []
+        for name in value:
+            normal = name.strip().lower().rstrip(".")
+            if not re.fullmatch(r"[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?", normal):
+                raise ValueError(f"{name!r} is not a host name")
+            names.append(normal)
+        return names
 
 
 class TlsConfig(Section):
@@ -148,7 +168,7 @@ def _connection_url(value: Any, info: ValidationInfo) -> str:
         return resolve_secret(value, _base(info)).text()
     if not isinstance(value, str):
         raise ValueError(f"{value!r} is not a URL")
-    if re.match(r"[a-z0-9+]+://[^/@]*:[^/@]+@", value):
+    if re.match(r"[a-z0-9+]+://[^/@]*:[^/@]+@", value) or "password=" in value:
         raise ValueError(
             "this URL contains a password, a literal secret: "
             "write it as {env: NAME} or {file: PATH}"
@@ -169,6 +189,8 @@ def _check_scheme(url: str, schemes: tuple[str, ...]) -> None:
 def _redis_url(value: Any, info: ValidationInfo) -> str:
     url = _connection_url(value, info)
     _check_scheme(url, REDIS_SCHEMES)
+    if is_sentinel_url(url):
+        parse_sentinel_url(url)
     return url
 
 
@@ -184,7 +206,7 @@ def _database_url(value: Any, info: ValidationInfo) -> str:
     return url
 
 
-REDIS_SCHEMES = ("redis", "rediss", "unix")
+REDIS_SCHEMES = ("redis", "rediss", "unix", SENTINEL_SCHEME)
 DATABASE_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
 
 

@@ -14,6 +14,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, PlainSerializer, PlainValidator
 
+from gateway.config.files import read_regular_file
+
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _DURATION = re.compile(r"(?P<number>[0-9]+(\.[0-9]+)?)(?P<unit>ms|s|m|h|d)\Z")
@@ -21,8 +23,16 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400}
 _PREFIX = re.compile(r"(0|[1-9][0-9]{0,2})\Z")
 _LEADING_ZERO = re.compile(r"0[0-9]")
 
+#: Largest secret file read: a key, a token or a URL.
+MAX_SECRET_BYTES = 64 * 1024
+
 #: Keys shorter than this are rejected (HMAC-SHA256 wants 32 bytes of entropy).
 MIN_KEY_BYTES = 32
+
+
+#: Longest duration any setting takes: a year, so that every clock sum stays
+#: far inside what datetime and the database can hold.
+MAX_DURATION = 366 * 86400.0
 
 
 def parse_duration(value: Any) -> float:
@@ -33,7 +43,12 @@ def parse_duration(value: Any) -> float:
             f"{value!r} is not a duration: write a number and a unit "
             "(ms, s, m, h or d), such as '30m'"
         )
-    return float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+    seconds = float(match["number"]) * _UNIT_SECONDS[match["unit"]]
+    if seconds > MAX_DURATION:
+        raise ValueError(
+            f"{value!r} is longer than the longest duration allowed, 366d"
+        )
+    return seconds
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
@@ -258,7 +273,7 @@ def resolve_secret(value: Any, base: Path, *, min_bytes: int = 0) -> Secret:
     else:
         path = (base / str(value["file"])).expanduser()
         try:
-            raw_bytes = path.read_bytes().strip()
+            raw_bytes = read_regular_file(path, MAX_SECRET_BYTES).strip()
         except OSError as exc:
             raise ValueError(
                 f"secret file '{path}' cannot be read: {exc.strerror}"

@@ -16,6 +16,8 @@ from typing import Any
 
 import yaml
 
+from gateway.config.files import read_regular_file
+
 Location = tuple[str | int, ...]
 
 _INT = re.compile(r"[-+]?[0-9]+\Z")
@@ -125,22 +127,29 @@ def read(path: Path) -> Document:
     Raises ``YamlError`` for a file that cannot be read or parsed at all.
     """
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except FileNotFoundError as exc:
         raise YamlError(f"{path}: file not found") from exc
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:
         raise YamlError(f"{path}: cannot be read: {exc}") from exc
 
     try:
         # Composing builds nodes only, so no tag turns into a Python object.
         node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is None:
+            return Document(None, {})
+        builder = _Builder()
+        data = builder.build(node, ())
     except yaml.YAMLError as exc:
         raise YamlError(f"{path}: invalid YAML: {exc}") from exc
-    if node is None:
-        return Document(None, {})
-
-    builder = _Builder()
-    data = builder.build(node, ())
+    except ValueError as exc:
+        # Such as an integer of more digits than Python converts.
+        raise YamlError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        # PyYAML and the builder both recurse once per nesting level.
+        raise YamlError(
+            f"{path}: invalid YAML: nested too deeply for a configuration file"
+        ) from None
     return Document(data, builder.lines, builder.problems)
 
 

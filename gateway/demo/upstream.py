@@ -630,7 +630,11 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             request.method,
             request.path,
         )
-        return _json_error(401, "unauthorized")
+        response = _json_error(401, "unauthorized")
+        # The bearer challenge tells the gateway that its token, not the
+        # user's password, was refused.
+        response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
+        return response
 
     request.app[API_CALLS].append(f"{request.method} {request.path}")
     try:

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
 
 from aiohttp import web
 from redis.exceptions import RedisError
@@ -24,6 +26,8 @@ from gateway.errors import (
     LinkConflict,
     ServiceUnavailable,
     TooManyRequests,
+    UpstreamFailed,
+    UpstreamTimeout,
 )
 from gateway.flows.attempt_limits import Attempt, account_key, client_key, username_key
 from gateway.flows.admission import admit
@@ -36,7 +40,10 @@ from gateway.pages.render import page
 from gateway.session.codec import PENDING_COOKIE, BadCookie
 from gateway.session.pending import PendingLaunch
 from gateway.ssolog.events import record
-from gateway.state import GATEWAY
+from gateway.state import GATEWAY, Gateway
+
+#: The result of an awaited upstream check.
+T = TypeVar("T")
 
 WRONG_CREDENTIALS = "De gebruikersnaam of het wachtwoord is onjuist."
 WRONG_PASSWORD = "Het wachtwoord is onjuist."
@@ -112,6 +119,21 @@ async def _admit_attempt(
         raise
 
 
+async def _counted(gateway: Gateway, attempt: Attempt, check: Awaitable[T]) -> T:
+    """Await an upstream password check; one that fails upstream still counts.
+
+    SECURITY: an upstream fault is charged like a wrong password, so that an
+    upstream that answers some wrong passwords with an error gives no
+    unlimited guesses from one address. The account's slot was taken on
+    admission either way.
+    """
+    try:
+        return await check
+    except (UpstreamFailed, UpstreamTimeout):
+        await gateway.attempts.record_failure(attempt)
+        raise
+
+
 async def _after_minimum(started: float, request: web.Request) -> None:
     minimum = request.app[GATEWAY].config.gateway.forms.min_failure_time
     remaining = started + minimum - time.monotonic()
@@ -166,7 +188,7 @@ async def link_submit(request: web.Request) -> web.StreamResponse:
     attempt = await _admit_attempt(request, tenant, started, username_key(username))
     account = None
     if username and fields["password"] and len(username) <= 128 and len(fields["password"]) <= 256:
-        account = await gateway.api.verify_account(username, fields["password"])
+        account = await _counted(gateway, attempt, gateway.api.verify_account(username, fields["password"]))
     if account is None:
         await gateway.attempts.record_failure(attempt)
         _log_failure(request, tenant, pending, "link_password_wrong")
@@ -233,7 +255,7 @@ async def confirm_submit(request: web.Request) -> web.StreamResponse:
     key = account_key(pending.account)
     attempt = await _admit_attempt(request, tenant, started, key)
     password = fields["password"]
-    ok = bool(password) and len(password) <= 256 and await gateway.api.verify_password(pending.account, password)
+    ok = bool(password) and len(password) <= 256 and await _counted(gateway, attempt, gateway.api.verify_password(pending.account, password))
     if not ok:
         await gateway.attempts.record_failure(attempt)
         _log_failure(request, tenant, pending, "confirm_password_wrong")

@@ -148,6 +148,10 @@ class RevocationList:
         self._purge_failures = FailureLog(revocation_logger)
         self._tasks: list[asyncio.Task[None]] = []
 
+    def extend_lifetime(self, lifetime: float) -> None:
+        """Keep revocations for ``lifetime`` seconds if that is longer than now."""
+        self._lifetime = max(self._lifetime, lifetime)
+
     # --- deciding ------------------------------------------------------------
 
     def is_revoked(self, session: Session) -> bool:

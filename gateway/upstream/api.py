@@ -36,6 +36,16 @@ class Account:
     display_name: str
 
 
+def _refuses_token(response: aiohttp.ClientResponse) -> bool:
+    """Tell whether a 401 or 403 is about the bearer token, not the user.
+
+    A bearer token's refusal carries a ``WWW-Authenticate: Bearer``
+    challenge; a wrong password in the body of a call does not.
+    """
+    challenges = response.headers.getall("WWW-Authenticate", [])
+    return any(value.strip().lower().startswith("bearer") for value in challenges)
+
+
 class MedimoApi:
     """Calls the upstream API with its bearer token over the shared client session."""
 
@@ -69,6 +79,12 @@ class MedimoApi:
                 allow_redirects=False,
             ) as response:
                 self._observe(time.monotonic() - started)
+                if response.status in (401, 403) and _refuses_token(response):
+                    upstream_logger.error(
+                        "upstream api rejected the gateway's token: check upstream.api_token",
+                        extra={"event": "api_token_rejected", "call": path.split("?")[0]},
+                    )
+                    raise UpstreamFailed("api_token_rejected")
                 body = await response.json(content_type=None) if response.status < 500 else None
                 return response.status, body
         except asyncio.TimeoutError as exc:

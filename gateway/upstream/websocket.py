@@ -16,7 +16,7 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 import aiohttp
-from aiohttp import WSMsgType, web
+from aiohttp import WSCloseCode, WSMsgType, web
 
 from gateway.errors import FormRejected, UpstreamFailed
 from gateway.logs import upstream_logger
@@ -90,12 +90,20 @@ async def relay_websocket(
         autoping=False,
         max_msg_size=max_message,
     )
+    close_code = WSCloseCode.OK
     try:
         await browser.prepare(request)
         await _pump(browser, upstream, still_valid, recheck)
+    except asyncio.CancelledError:
+        # The relay is cancelled when the browser's connection is lost or
+        # when a stopping gateway's shutdown_timeout is up. Close code 1001
+        # (going away) goes to the ends that are still connected, and a second
+        # cancellation cuts their close handshakes short.
+        close_code = WSCloseCode.GOING_AWAY
+        raise
     finally:
-        await upstream.close()
-        await browser.close()
+        await upstream.close(code=close_code)
+        await browser.close(code=close_code)
     return browser
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import ipaddress
+import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,7 +408,8 @@ def test_listen_host_string(files: Files) -> None:
 
 def test_file_secret_from_file_folder(files: Files) -> None:
     (files.folder / "secrets").mkdir()
-    key = secrets.token_bytes(40)
+    # Surrounding whitespace is stripped, so the random bytes get fixed ends.
+    key = b"k" + secrets.token_bytes(38) + b"k"
     (files.folder / "secrets/session-key").write_bytes(key + b"\n")
     gateway = edit(GATEWAY, "{env: TEST_SESSION_KEY}", "{file: secrets/session-key}")
 
@@ -770,6 +772,76 @@ def test_expired_certificate_warns(files: Files) -> None:
     warnings = files.load().warnings
 
     assert any(f"expired on {past:%Y-%m-%d}" in warning for warning in warnings)
+
+
+@pytest.mark.parametrize("text", ["", "# every tenant was here\n", "other: 1\n"])
+def test_tenants_file_without_list(files: Files, text: str) -> None:
+    problem = files.error(tenants=text)
+
+    assert "has no 'tenants' list" in problem
+    assert "tenants: []" in problem
+
+
+def test_empty_tenant_list_warns(files: Files) -> None:
+    config = files.load(tenants="tenants: []\n")
+
+    assert config.tenants == {}
+    assert any("no tenants" in warning for warning in config.warnings)
+
+
+def test_deep_nesting_is_error(files: Files) -> None:
+    problem = files.error(tenants="tenants: " + "[" * 3000 + "]" * 3000 + "\n")
+
+    assert problem.endswith("invalid YAML: nested too deeply for a configuration file")
+
+
+def test_unknown_user_home_is_error(files: Files) -> None:
+    tenants = edit(TENANTS, "certs/noord.pem", "~nosuchuser/noord.pem")
+
+    problem = files.error(tenants=tenants)
+
+    assert "'~nosuchuser/noord.pem' starts with the home folder of an unknown user" in problem
+
+
+def test_nul_in_path_is_error(files: Files) -> None:
+    tenants = edit(TENANTS, "certs/noord.pem", '"certs/noord\\0.pem"')
+
+    problem = files.error(tenants=tenants)
+
+    assert "is not a file path" in problem
+
+
+def test_invalid_tenant_still_reports_files(files: Files) -> None:
+    tenants = edit(TENANTS, "      - certs/noord.pem", "      - certs/absent.pem")
+    tenants = edit(tenants, "    display_name: Zorggroep Noord\n", "")
+
+    problems = files.failure(tenants=tenants).problems
+
+    assert len(problems) == 2
+    assert "required key 'display_name' is missing" in problems[0]
+    assert "absent.pem' cannot be read" in problems[1]
+
+
+def test_huge_integer_is_error(files: Files) -> None:
+    problem = files.error(tenants=TENANTS + "extra: " + "9" * 5000 + "\n")
+
+    assert "invalid YAML" in problem
+    assert "4300 digits" in problem
+
+
+def test_duration_over_a_year_is_error(files: Files) -> None:
+    problem = files.error(gateway=GATEWAY + "shutdown_timeout: 3000000d\n")
+
+    assert "longer than the longest duration allowed, 366d" in problem
+
+
+def test_fifo_certificate_is_error(files: Files) -> None:
+    os.mkfifo(files.folder / "certs/noord.fifo")
+    tenants = edit(TENANTS, "certs/noord.pem", "certs/noord.fifo")
+
+    problem = files.error(tenants=tenants)
+
+    assert "noord.fifo' is not a regular file" in problem
 
 
 def test_connect_timeout_over_timeout_warns(files: Files) -> None:
@@ -1283,10 +1355,6 @@ def test_tenants_file_missing(files: Files) -> None:
     assert caught.value.problems == [f"{files.tenants_path}: file not found"]
 
 
-def test_empty_tenants_file(files: Files) -> None:
-    assert files.load(tenants="").tenants == {}
-
-
 def test_gateway_file_missing(files: Files) -> None:
     path = files.folder / "absent.yaml"
 
@@ -1436,6 +1504,31 @@ def test_literal_secret_in_url(files: Files) -> None:
     problem = files.error(gateway=gateway)
 
     assert problem.startswith(gateway_prefix(files, gateway, "redis://", "redis.url"))
+    assert "contains a password" in problem
+    assert "Hunter2" not in problem
+
+
+def test_sentinel_url_accepted(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://10.0.0.1,10.0.0.2:26380/gw/1\n"
+
+    config = files.load(gateway=gateway)
+
+    assert config.gateway.redis.url == "redis+sentinel://10.0.0.1,10.0.0.2:26380/gw/1"
+
+
+def test_sentinel_url_without_service(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://10.0.0.1:26379\n"
+
+    problem = files.error(gateway=gateway)
+
+    assert "must end in /SERVICE" in problem
+
+
+def test_literal_sentinel_password_in_url(files: Files) -> None:
+    gateway = GATEWAY + "redis:\n  url: redis+sentinel://h/gw?sentinel_password=Hunter2-Secret\n"
+
+    problem = files.error(gateway=gateway)
+
     assert "contains a password" in problem
     assert "Hunter2" not in problem
 

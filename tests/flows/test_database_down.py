@@ -89,5 +89,5 @@ async def test_readyz_names_database(gateway: GatewayHarness, postgres_database_
 
     body = await wait_for_readiness(gateway, "degraded")
 
-    assert body["checks"] == {"redis": "up", "database": "down", "upstream": "up"}
+    assert body["checks"] == {"redis": "up", "database": "down", "upstream": "up", "upstream_api": "up"}
     assert "database" in body["degraded"]  # type: ignore[operator]

@@ -6,6 +6,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
+import pytest
 
 from tests.support.harness import GatewayHarness, form_fields, launch, post_form, whoami
 from tests.support.services import RedisServer
@@ -76,6 +77,28 @@ async def test_link_unknown_user_same_answer(gateway: GatewayHarness) -> None:
     first = first.replace('value="piet"', 'value=""')
     second = second.replace('value="niemand"', 'value=""')
     assert first == second
+
+
+async def test_rejected_api_token_not_wrong_password(
+    make_gateway: Callable[..., Awaitable[GatewayHarness]],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The signing key's file holds a secret that the upstream's API does not know.
+    gateway = await make_gateway(
+        gateway_overrides={"upstream": {"api_token": {"file": "secrets/signing-key"}}}
+    )
+    client = gateway.client("noord")
+    path, fields = await open_form(gateway, client, "noord", "ysis-piet")
+
+    response = await post_form(client, path, {**fields, "username": "piet", "password": "demo-wachtwoord"}, origin=gateway.base_url)
+
+    # The user typed the right password; the gateway's own token failed.
+    assert response.status == 502
+    assert "onjuist" not in await response.text()
+    events = [getattr(record, "event", "") for record in caplog.records]
+    assert "api_token_rejected" in events
+    assert "link_password_wrong" not in events
+    assert await gateway.links("noord") == {}
 
 
 async def test_failed_check_waits_minimum_time(make_gateway: Callable[..., Awaitable[GatewayHarness]]) -> None:

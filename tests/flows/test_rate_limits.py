@@ -96,6 +96,22 @@ def without_request_id(response: aiohttp.ClientResponse, text: str) -> str:
     return text.replace(response.headers["X-Request-Id"], "")
 
 
+async def test_upstream_fault_charges_address(make_gateway: MakeGateway) -> None:
+    # The signing key's file holds a secret that the upstream's API rejects,
+    # so every password check ends in the API's Bearer challenge.
+    overrides = limits(account=50, client=3)
+    overrides["upstream"] = {"api_token": {"file": "secrets/signing-key"}}
+    gateway = await make_gateway(gateway_overrides=overrides)
+    form = await open_form(gateway, "noord", "ysis-piet")
+
+    statuses = [(await form.post(username=f"user-{n}", password=WRONG)).status for n in range(3)]
+    response = await form.post(username="piet", password=RIGHT)
+
+    assert statuses == [502, 502, 502]
+    # A fault upstream counts like a wrong password for the address.
+    assert response.status == 429
+
+
 # --- per account -----------------------------------------------------------------
 
 

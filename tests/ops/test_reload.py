@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import signal
 import subprocess
 import sys
@@ -16,13 +17,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 import yaml
 
 from gateway.demo.upstream import STREAM_CHUNK_SIZE, stream_chunk
+from gateway.proxy_protocol import V2_SIGNATURE
 from tests.middleware.test_pins import write_crl
 from tests.ops.conftest import WATCHING, StartServed
 from tests.support.harness import launch
 from tests.support.served import ServedGateway, http_request, read_response
+from tests.test_haproxy import launch_from
 
 #: Chunks of each streamed response: about two seconds of /demo/stream.
 CHUNKS = 150
@@ -226,6 +230,53 @@ async def test_removed_tenant_session_refused(serve_gateway: StartServed) -> Non
     assert refusal["tenant"] == "noord"
 
 
+async def test_restored_tenant_session_stays_refused(serve_gateway: StartServed) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    original = tenants_path(served).read_text()
+    edit_yaml(tenants_path(served), remove_noord)
+    await reload_by_signal(served)
+    await served.wait_for_event("tenant_sessions_revoked")
+    tenants_path(served).write_text(original)
+
+    record = await reload_by_signal(served)
+    old_cookie = await status_of(client, "/whoami")
+    relaunched = await launch(client, "noord", userId="jan")
+
+    assert record["tenants"] == 2
+    assert old_cookie == 401
+    assert relaunched.status == 303
+    assert await status_of(client, "/whoami") == 200
+
+
+async def test_longer_lifetime_keeps_revocations(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(
+        gateway_overrides={
+            "session": {"lifetime": "2s", "idle_timeout": "2s"},
+            # Each purge drops the expired revocations from memory.
+            "revocations": {"purge_interval": "500ms"},
+        }
+    )
+    client = await logged_in(served, "noord", "jan")
+    cookie = next(c.value for c in client.cookie_jar if c.key == "__Host-sso_session")
+    edit_yaml(
+        gateway_path(served),
+        lambda data: data["session"].update(lifetime="1m", idle_timeout="1m"),
+    )
+    await reload_by_signal(served)
+    copy = served.client("noord")
+    copy.cookie_jar.update_cookies({"__Host-sso_session": cookie})
+    async with client.post(
+        "/sso/logout", headers={"Origin": served.base_url}, allow_redirects=False
+    ) as response:
+        assert response.status == 303
+
+    # Past the old lifetime, within the new one: the revocation still holds.
+    await asyncio.sleep(2.5)
+
+    assert await status_of(copy, "/whoami") == 401
+
+
 async def test_removed_tenant_handshake_fails(serve_gateway: StartServed) -> None:
     served = await serve_gateway()
     client = await logged_in(served, "noord", "jan")
@@ -283,6 +334,28 @@ async def test_reload_keeps_restart_settings(serve_gateway: StartServed) -> None
     assert peer_fingerprint(served)
 
 
+async def test_reload_applies_balancers(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides={"balancers": ["127.0.0.1/32"]})
+    await served.harness.add_link("noord", "ysis-jan", "medimo-jan")
+    cert = served.harness.client_certs["noord"]
+    header = V2_SIGNATURE + b"\x20\x00\x00\x00"
+    before = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert, header)
+    edit_yaml(gateway_path(served), lambda data: data.update(balancers=[]))
+    mark = served.mark()
+
+    record = await reload_by_signal(served)
+    with_header = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert, header)
+    without = await asyncio.to_thread(launch_from, "127.0.0.1", served.port, served, cert)
+
+    assert before == ([303], None)
+    assert record["event"] == "config_reloaded"
+    assert not [r for r in served.records()[mark:] if r.get("event") == "config_restart_required"]
+    # A former balancer can no longer name the client's address.
+    assert with_header[0] == []
+    assert with_header[1] is not None
+    assert without == ([303], None)
+
+
 # --- a broken file ------------------------------------------------------------
 
 
@@ -302,6 +375,124 @@ async def test_broken_file_keeps_config(serve_gateway: StartServed) -> None:
     assert (
         await served.metric("sso_gateway_config_info", hash=started["config_hash"]) == 1
     )
+
+
+def _deep_nesting(served: ServedGateway) -> None:
+    tenants_path(served).write_text("tenants: " + "[" * 3000 + "]" * 3000 + "\n")
+
+
+def _unknown_home(served: ServedGateway) -> None:
+    edit_yaml(
+        tenants_path(served),
+        lambda data: data["tenants"][0].update(certificates=["~nosuchuser/ca.pem"]),
+    )
+
+
+def _nul_in_secret_path(served: ServedGateway) -> None:
+    edit_yaml(
+        gateway_path(served),
+        lambda data: data["upstream"].update(api_token={"file": "secrets/api-token\0"}),
+    )
+
+
+def _empty_tenants(served: ServedGateway) -> None:
+    tenants_path(served).write_text("")
+
+
+def _huge_integer(served: ServedGateway) -> None:
+    path = tenants_path(served)
+    path.write_text(path.read_text() + "extra: " + "9" * 5000 + "\n")
+
+
+def _fifo_as_crl(served: ServedGateway) -> None:
+    fifo = served.harness.folder / "crl.fifo"
+    os.mkfifo(fifo)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"][0].update(crl_file=str(fifo)))
+
+
+HOSTILE_EDITS = [
+    pytest.param(_deep_nesting, id="deep-nesting"),
+    pytest.param(_huge_integer, id="huge-integer"),
+    pytest.param(_fifo_as_crl, id="fifo-as-crl"),
+    pytest.param(_unknown_home, id="unknown-home-folder"),
+    pytest.param(_nul_in_secret_path, id="nul-in-secret-path"),
+    pytest.param(_empty_tenants, id="empty-tenants-file"),
+]
+
+
+@pytest.mark.parametrize("hostile", HOSTILE_EDITS)
+async def test_hostile_file_keeps_reloading(
+    serve_gateway: StartServed, hostile: Any
+) -> None:
+    served = await serve_gateway()
+    client = await logged_in(served, "noord", "jan")
+    original = tenants_path(served).read_text(), gateway_path(served).read_text()
+    hostile(served)
+
+    failed = await reload_by_signal(served)
+    still = await status_of(client, "/whoami")
+    tenants_path(served).write_text(original[0])
+    gateway_path(served).write_text(original[1])
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await reload_by_signal(served)
+
+    assert failed["event"] == "config_reload_failed"
+    assert still == 200
+    # The reloader survived the bad file, so the next good one is in force.
+    assert applied["event"] == "config_reloaded"
+    assert applied["tenants"] == 1
+
+
+async def test_parent_survives_hostile_sighup(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(workers=2)
+    original = tenants_path(served).read_text()
+    _huge_integer(served)
+    mark = served.mark()
+
+    served.send_signal(signal.SIGHUP)
+    await served.wait_for_event("supervisor_reload_failed", after=mark)
+    tenants_path(served).write_text(original)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    mark = served.mark()
+    served.send_signal(signal.SIGHUP)
+    applied = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert served.process.poll() is None
+    assert applied["tenants"] == 1
+
+
+async def test_new_watch_interval_applies_at_once(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides=WATCHING)
+    edit_yaml(gateway_path(served), lambda data: data.update(config_watch_interval="10d"))
+    await served.wait_for_event("config_reloaded")
+    edit_yaml(gateway_path(served), lambda data: data.update(config_watch_interval="200ms"))
+    await reload_by_signal(served)
+    mark = served.mark()
+
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await served.wait_for_event("config_reloaded", after=mark, timeout=5)
+
+    assert applied["trigger"] == "file change"
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+async def test_watch_survives_hostile_file(
+    serve_gateway: StartServed, workers: int
+) -> None:
+    served = await serve_gateway(workers=workers, gateway_overrides=WATCHING)
+    original = tenants_path(served).read_text()
+    mark = served.mark()
+
+    _unknown_home(served)
+    await served.wait_for_event("config_reload_failed", after=mark)
+    _deep_nesting(served)
+    await asyncio.sleep(1.0)
+    tenants_path(served).write_text(original)
+    edit_yaml(tenants_path(served), lambda data: data["tenants"].pop(1))
+    applied = await served.wait_for_event("config_reloaded", after=mark)
+
+    assert served.process.poll() is None
+    assert applied["tenants"] == 1
 
 
 async def test_broken_file_logs_problems(serve_gateway: StartServed) -> None:

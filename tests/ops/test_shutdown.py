@@ -11,45 +11,21 @@ import signal
 import time
 
 import aiohttp
+import pytest
+from aiohttp import WSCloseCode, WSMsgType
 
 from tests.ops.conftest import StartServed
-from tests.support.harness import launch
 from tests.support.served import (
-    ServedGateway,
+    POLL_TIMEOUT,
+    SLOW_UPSTREAM,
+    STOP_MARGIN,
     accepts,
+    assert_cut_off,
     http_request,
+    in_flight,
+    logged_in,
     read_response,
 )
-
-#: Seconds a poll waits for the gateway to reach a state.
-POLL_TIMEOUT = 10.0
-
-
-async def logged_in(served: ServedGateway) -> aiohttp.ClientSession:
-    await served.harness.add_link("noord", "ysis-jan", "medimo-jan")
-    client = served.client("noord")
-    response = await launch(client, "noord", userId="ysis-jan")
-    assert response.status == 303
-    return client
-
-
-async def fetch(client: aiohttp.ClientSession, path: str) -> tuple[int, bytes]:
-    async with client.get(path) as response:
-        return response.status, await response.read()
-
-
-async def in_flight(
-    served: ServedGateway, path: str
-) -> asyncio.Task[tuple[int, bytes]]:
-    """Start a proxied request and return once the gateway is handling it."""
-    client = await logged_in(served)
-    task = asyncio.create_task(fetch(client, path))
-    deadline = time.monotonic() + POLL_TIMEOUT
-    while await served.metric("sso_gateway_requests_in_progress") != 1:
-        assert not task.done(), task.result()
-        assert time.monotonic() < deadline, "the request never reached the gateway"
-        await asyncio.sleep(0.05)
-    return task
 
 
 async def test_sigterm_lets_request_finish(serve_gateway: StartServed) -> None:
@@ -98,19 +74,78 @@ async def test_sigint_stops_gracefully(serve_gateway: StartServed) -> None:
 
 
 async def test_shutdown_timeout_cancels_request(serve_gateway: StartServed) -> None:
-    served = await serve_gateway(gateway_overrides={"shutdown_timeout": "1s"})
-    task = await in_flight(served, "/demo/slow?seconds=20")
+    served = await serve_gateway(
+        gateway_overrides={**SLOW_UPSTREAM, "shutdown_timeout": "4s"}
+    )
+    task = await in_flight(served, "/demo/slow?seconds=30")
 
     started = time.monotonic()
     served.send_signal(signal.SIGTERM)
-    code = await served.wait_exit(10)
+    code = await served.wait_exit(30)
     elapsed = time.monotonic() - started
 
     assert code == 0
-    assert 1 <= elapsed < 5
-    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
-    assert isinstance(outcome, aiohttp.ClientError), outcome
+    assert elapsed < 4 + STOP_MARGIN, served.log_tail()
     (stopped,) = served.events("stopped")
+    assert 4 <= stopped["seconds"] < 4 + STOP_MARGIN
+    assert stopped["requests_cancelled"] == 1
+    await assert_cut_off(task)
+
+
+async def test_zero_shutdown_timeout_cancels_at_once(
+    serve_gateway: StartServed,
+) -> None:
+    served = await serve_gateway(
+        gateway_overrides={**SLOW_UPSTREAM, "shutdown_timeout": "0s"}
+    )
+    task = await in_flight(served, "/demo/slow?seconds=30")
+
+    served.send_signal(signal.SIGTERM)
+    code = await served.wait_exit(30)
+
+    assert code == 0
+    (stopped,) = served.events("stopped")
+    assert stopped["seconds"] < STOP_MARGIN
+    assert stopped["requests_cancelled"] == 1
+    await assert_cut_off(task)
+
+
+async def test_shutdown_timeout_cuts_stream(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides={"shutdown_timeout": "1s"})
+    client = await logged_in(served)
+    # 1000 chunks with a pause of 10 ms each take at least 10 seconds.
+    async with client.get("/demo/stream?chunks=1000") as response:
+        assert response.status == 200
+        first = await response.content.readexactly(1024)
+
+        served.send_signal(signal.SIGTERM)
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
+
+    assert first == b"a" * 1024
+    assert await served.wait_exit(30) == 0
+    (stopped,) = served.events("stopped")
+    assert stopped["seconds"] < 1 + STOP_MARGIN
+    assert stopped["requests_cancelled"] == 1
+
+
+async def test_shutdown_timeout_closes_websocket(serve_gateway: StartServed) -> None:
+    served = await serve_gateway(gateway_overrides={"shutdown_timeout": "1s"})
+    client = await logged_in(served)
+    origin = {"Origin": served.base_url}
+    async with client.ws_connect("/demo/ws", headers=origin) as socket:
+        await socket.receive_str()
+        await socket.send_str("hallo")
+        assert await socket.receive_str() == "hallo"
+
+        served.send_signal(signal.SIGTERM)
+        message = await socket.receive(timeout=1 + STOP_MARGIN)
+
+    assert message.type in (WSMsgType.CLOSE, WSMsgType.CLOSED)
+    assert socket.close_code == WSCloseCode.GOING_AWAY
+    assert await served.wait_exit(30) == 0
+    (stopped,) = served.events("stopped")
+    assert stopped["seconds"] < 1 + STOP_MARGIN
     assert stopped["requests_cancelled"] == 1
 
 

@@ -13,11 +13,19 @@ import os
 import signal
 import socket
 import ssl
+import time
 from dataclasses import dataclass
 
 from gateway.workers import KILL_GRACE
 from tests.ops.conftest import StartServed
-from tests.support.served import ServedGateway, http_request
+from tests.support.served import (
+    SLOW_UPSTREAM,
+    STOP_MARGIN,
+    ServedGateway,
+    assert_cut_off,
+    http_request,
+    in_flight,
+)
 
 #: Connections a test opens at most while it waits for the other worker.
 MAX_PROBES = 60
@@ -138,6 +146,9 @@ async def test_sighup_reloads_every_worker(serve_gateway: StartServed) -> None:
 
     reloaded = {int(record["pid"]) for record in served.events("config_reloaded")}
     assert reloaded == worker_pids(served)
+    assert {record["trigger"] for record in served.events("config_reloaded")} == {"parent"}
+    (passed_on,) = served.events("workers_reload")
+    assert passed_on["trigger"] == "SIGHUP"
 
 
 async def test_killed_worker_restarts(serve_gateway: StartServed) -> None:
@@ -207,3 +218,29 @@ async def test_stuck_worker_killed(serve_gateway: StartServed) -> None:
     assert summary["killed"] == 1
     stopped = {int(record["pid"]) for record in served.events("stopped")}
     assert stopped == worker_pids(served) - {stuck}
+
+
+async def test_workers_cancel_slow_request(serve_gateway: StartServed) -> None:
+    # A worker that let aiohttp 3.14 wait out the timeout twice (12 s) would
+    # also outlast shutdown_timeout plus a kill grace of 5 s.
+    timeout = 6.0
+    served = await serve_gateway(
+        workers=2,
+        gateway_overrides={**SLOW_UPSTREAM, "shutdown_timeout": f"{timeout:g}s"},
+    )
+    task = await in_flight(served, "/demo/slow?seconds=30")
+
+    started = time.monotonic()
+    served.send_signal(signal.SIGTERM)
+    code = await served.wait_exit(timeout + KILL_GRACE + 10)
+    elapsed = time.monotonic() - started
+
+    assert code == 0, served.log_tail()
+    assert elapsed < timeout + STOP_MARGIN
+    (summary,) = served.events("workers_stopped")
+    assert summary["killed"] == 0
+    stopped = served.events("stopped")
+    assert {int(record["pid"]) for record in stopped} == worker_pids(served)
+    assert sum(record["requests_cancelled"] for record in stopped) == 1
+    assert all(record["seconds"] < timeout + STOP_MARGIN for record in stopped)
+    await assert_cut_off(task)

@@ -27,12 +27,24 @@ import aiohttp
 from gateway.config.loader import load_config
 from gateway.demo.run import stop_with_parent
 from gateway.storage.database import upgrade
-from tests.support.harness import GatewayHarness
+from tests.support.harness import GatewayHarness, launch
 from tests.support.services import free_port
 
 #: Seconds a served gateway gets to start, and a test to see a log line.
 START_TIMEOUT = 30.0
 LOG_TIMEOUT = 15.0
+
+#: Seconds a poll waits for the gateway to reach a state.
+POLL_TIMEOUT = 10.0
+
+#: Seconds a stop may take past shutdown_timeout: cancelling the requests
+#: left, writing the SSO log queue and closing the pools take well under a
+#: second on loopback, so this margin is generous.
+STOP_MARGIN = 3.0
+
+#: Settings for a request stuck on a slow upstream: the upstream timeout
+#: (5 s in the harness) as long as ``/demo/slow`` may take.
+SLOW_UPSTREAM: dict[str, Any] = {"upstream": {"timeout": "30s"}}
 
 Record = dict[str, Any]
 
@@ -317,3 +329,36 @@ async def run_cli(served: ServedGateway, *args: str) -> subprocess.CompletedProc
         cwd=served.harness.folder,
         timeout=60,
     )
+
+
+async def logged_in(served: ServedGateway) -> aiohttp.ClientSession:
+    await served.harness.add_link("noord", "ysis-jan", "medimo-jan")
+    client = served.client("noord")
+    response = await launch(client, "noord", userId="ysis-jan")
+    assert response.status == 303
+    return client
+
+
+async def fetch(client: aiohttp.ClientSession, path: str) -> tuple[int, bytes]:
+    async with client.get(path) as response:
+        return response.status, await response.read()
+
+
+async def in_flight(
+    served: ServedGateway, path: str
+) -> asyncio.Task[tuple[int, bytes]]:
+    """Start a proxied request and return once the gateway is handling it."""
+    client = await logged_in(served)
+    task = asyncio.create_task(fetch(client, path))
+    deadline = time.monotonic() + POLL_TIMEOUT
+    while await served.metric("sso_gateway_requests_in_progress") != 1:
+        assert not task.done(), task.result()
+        assert time.monotonic() < deadline, "the request never reached the gateway"
+        await asyncio.sleep(0.05)
+    return task
+
+
+async def assert_cut_off(task: asyncio.Task[tuple[int, bytes]]) -> None:
+    """Check that a request cancelled by the stop got no response."""
+    outcome = (await asyncio.gather(task, return_exceptions=True))[0]
+    assert isinstance(outcome, aiohttp.ClientError), outcome

@@ -34,33 +34,39 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server process on a free loopback port that a test may stop."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, extra_args: tuple[str, ...] = ()) -> None:
         self.folder = folder
         self.port = free_port()
+        self.extra_args = extra_args
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def command(self, binary: str) -> list[str]:
+        """Return the command line that starts this server."""
+        return [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+            *self.extra_args,
+        ]
+
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed")
         self.process = subprocess.Popen(
-            [
-                binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.folder),
-            ],
+            self.command(binary),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             preexec_fn=stop_with_parent,
@@ -111,6 +117,26 @@ class RedisServer:
                     raise ConnectionError("redis-server closed the connection")
                 reply += chunk
         return int(reply.split(b"\r\n")[3].removeprefix(b":"))
+
+
+class SentinelServer(RedisServer):
+    """A redis-server in Sentinel mode that monitors one master as ``service``."""
+
+    def __init__(self, folder: Path, master: RedisServer, service: str) -> None:
+        super().__init__(folder)
+        self.master = master
+        self.service = service
+
+    def command(self, binary: str) -> list[str]:
+        # Sentinel rewrites its configuration file, so it gets one of its own.
+        config = self.folder / "sentinel.conf"
+        config.write_text(
+            f"bind 127.0.0.1\nport {self.port}\ndir {self.folder}\n"
+            f"sentinel monitor {self.service} 127.0.0.1 {self.master.port} 1\n"
+            f"sentinel down-after-milliseconds {self.service} 500\n"
+            f"sentinel failover-timeout {self.service} 2000\n"
+        )
+        return [binary, str(config), "--sentinel"]
 
 
 @contextlib.contextmanager
