@@ -142,7 +142,12 @@ def _resources(config: Config, clock: Callable[[], float] | None) -> Callable[[w
     async def resources(app: web.Application) -> AsyncIterator[None]:
         settings = config.gateway
         engine = create_engine(settings.database.url)
-        await require_current_schema(engine)
+        try:
+            # Raises SchemaOutdated or DatabaseUnavailable, which serve prints.
+            await require_current_schema(engine)
+        except BaseException:
+            await engine.dispose()
+            raise
         sso_log = sso_log_writer(config, engine, clock or time.time)
         redis = redis_client(settings.redis.url, settings.redis.timeout)
         http = create_client_session(settings.upstream.max_connections)

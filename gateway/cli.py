@@ -4,25 +4,34 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import codecs
 import datetime as dt
 import getpass
 import os
 import secrets
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.config.loader import Config, load_certificates, load_config
 from gateway.config.types import MIN_KEY_BYTES
-from gateway.errors import ConfigError, LinkConflict, ListenError, SchemaOutdated
+from gateway.errors import (
+    ConfigError,
+    DatabaseUnavailable,
+    LinkConflict,
+    ListenError,
+    SchemaOutdated,
+)
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.links.cache import CachedLinkStore
+    from gateway.links.sql import SqlLinkStore
+    from gateway.links.store import Link
     from gateway.ssolog.entry import Entry
     from gateway.watch import Snapshot
 
@@ -89,15 +98,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     config = _load(args.config)
     if args.workers > 1:
         return _serve_workers(config, args.workers, baseline)
-    try:
-        asyncio.run(serve(config, baseline=baseline))
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except ListenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+
+    def run() -> int:
+        try:
+            asyncio.run(serve(config, baseline=baseline))
+        except ListenError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return _run_database(run)
 
 
 def _serve_workers(config: Config, workers: int, baseline: Snapshot) -> int:
@@ -122,12 +132,56 @@ def _worker_count(text: str) -> int:
     return count
 
 
-def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from gateway.storage.database import upgrade
+def _run_database(work: Callable[[], int], failed: str | None = None) -> int:
+    """Run the part of a command that uses the database, and return its exit status.
 
+    Every command that opens the database runs through here, so that each
+    way the database can fail prints one line on standard error and never a
+    traceback. An outdated schema exits 2 and a database that cannot be
+    reached exits 1. An error after connecting exits 1 with ``failed`` before
+    the driver's reason, unless ``failed`` is None: then it propagates, as
+    ``serve`` needs.
+    """
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from gateway.storage.database import describe_error
+
+    try:
+        return work()
+    except SchemaOutdated as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except DatabaseUnavailable as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except (SQLAlchemyError, OSError) as exc:
+        if failed is None:
+            raise
+        print(f"error: {failed}: {describe_error(exc)}", file=sys.stderr)
+        return 1
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
     config = _load(args.config)
-    upgrade(config.gateway.database.url)
-    print("database schema is up to date")
+    return _run_database(
+        lambda: _upgrade(config.gateway.database.url),
+        failed="upgrading the database schema failed",
+    )
+
+
+def _upgrade(url: str) -> int:
+    from gateway.storage.database import head_revision, upgrade
+
+    applied = upgrade(url)
+    if not applied:
+        print(f"database schema is up to date at revision {head_revision()}")
+        return 0
+    start = applied[0][0] or "none"
+    revisions = ", ".join(revision for _, revision in applied)
+    print(
+        f"upgraded the database schema from {start} to {applied[-1][1]} "
+        f"(applied {revisions})"
+    )
     return 0
 
 
@@ -158,31 +212,29 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
     redis = redis_client(settings.redis.url, settings.redis.timeout)
     try:
         await require_current_schema(engine)
+        sql = SqlLinkStore(engine)
         store = CachedLinkStore(
-            SqlLinkStore(engine),
+            sql,
             redis,
             ttl=settings.link_cache.ttl,
             negative_ttl=settings.link_cache.negative_ttl,
         )
         if action == "list":
-            for link in await store.list(args.tenant):
-                used = (
-                    link.last_used_at.isoformat(timespec="seconds")
-                    if link.last_used_at
-                    else "-"
-                )
-                print(
-                    f"{link.tenant}\t{link.ysis_user}\t{link.medimo_account}\t{link.created_by}\t{link.created_at.isoformat(timespec='seconds')}\t{used}"
-                )
+            found = await _listed_links(config, sql, args.tenant)
+            if found is None:
+                return 1
+            for link in found:
+                print(_list_line(link))
             return 0
-        if args.tenant not in config.tenants:
-            print(
-                f"error: tenant {args.tenant!r} is not in {config.tenants_path}",
-                file=sys.stderr,
-            )
-            return 1
         if action == "add":
-            code = await _add_link(store, args, settings.link_cache.negative_ttl)
+            if args.tenant not in config.tenants:
+                print(
+                    f"error: tenant {args.tenant!r} is not in "
+                    f"{config.tenants_path}: add the tenant there first",
+                    file=sys.stderr,
+                )
+                return 1
+            code = await _add_link(store, sql, args, settings.link_cache.negative_ttl)
             if code != 0:
                 return code
             added = _admin_entry(
@@ -192,6 +244,13 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         removed = await store.remove(args.tenant, args.ysis_user)
         _warn_stale_cache(store, settings.link_cache.ttl)
         if removed is None:
+            if args.tenant not in config.tenants and not await sql.list(args.tenant):
+                print(
+                    f"error: tenant {args.tenant!r} is not in "
+                    f"{config.tenants_path} and has no links",
+                    file=sys.stderr,
+                )
+                return 1
             print(
                 f"error: tenant {args.tenant!r}: Ysis user {args.ysis_user!r} is not linked",
                 file=sys.stderr,
@@ -209,6 +268,13 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
         print(
             f"removed {removed.tenant}/{removed.ysis_user} (was {removed.medimo_account}); its sessions are revoked"
         )
+        if removed.tenant not in config.tenants:
+            left = len(await sql.list(removed.tenant))
+            print(
+                f"note: tenant {removed.tenant!r} is not in {config.tenants_path}; "
+                f"{left} link(s) of it remain",
+                file=sys.stderr,
+            )
         entries = [
             _admin_entry(
                 "link_removed_by_admin", args, medimo_account=removed.medimo_account
@@ -222,18 +288,65 @@ async def _with_links(config: Config, action: str, args: argparse.Namespace) -> 
             ),
         ]
         return 0 if await log_admin(config, engine, entries) else 1
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
     finally:
         await redis.aclose()
         await engine.dispose()
 
 
+async def _listed_links(
+    config: Config, sql: SqlLinkStore, tenant: str | None
+) -> list[Link] | None:
+    """Return the links that ``links list`` or ``export`` prints, or None on an error.
+
+    A tenant that was removed from the tenants file keeps its links, so both
+    commands show them, with a note on standard error that no gateway uses
+    them any more.
+    """
+    found = await sql.list(tenant)
+    if tenant is not None and tenant not in config.tenants and not found:
+        print(
+            f"error: tenant {tenant!r} is not in {config.tenants_path} and has no links",
+            file=sys.stderr,
+        )
+        return None
+    counts: dict[str, int] = {}
+    for link in found:
+        if link.tenant not in config.tenants:
+            counts[link.tenant] = counts.get(link.tenant, 0) + 1
+    for name, count in counts.items():
+        print(
+            f"note: tenant {name!r} is not in {config.tenants_path}: no gateway "
+            f"uses its {count} link(s); remove them with 'sso-gateway links "
+            f"remove --tenant {name} --ysis-user USER'",
+            file=sys.stderr,
+        )
+    return found
+
+
+def _list_line(link: Link) -> str:
+    """Return one line of ``links list``, with hidden characters escaped."""
+    from gateway.text import terminal_text
+
+    used = link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "-"
+    fields = [
+        link.tenant,
+        link.ysis_user,
+        link.medimo_account,
+        link.created_by,
+        link.created_at.isoformat(timespec="seconds"),
+        used,
+    ]
+    return "\t".join(terminal_text(field) for field in fields)
+
+
 async def _add_link(
-    store: CachedLinkStore, args: argparse.Namespace, negative_ttl: float
+    store: CachedLinkStore,
+    sql: SqlLinkStore,
+    args: argparse.Namespace,
+    negative_ttl: float,
 ) -> int:
     from gateway.flows.launch import ACCOUNT_ID
+    from gateway.upstream.api import IDENTIFIER
 
     if not ACCOUNT_ID.match(args.ysis_user):
         print(
@@ -242,27 +355,47 @@ async def _add_link(
             file=sys.stderr,
         )
         return 1
-    try:
-        link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
-    except LinkConflict as exc:
-        if exc.field == "ysis_user":
-            what = f"Ysis user {args.ysis_user!r}"
-        else:
-            what = f"Medimo account {args.account!r}"
+    if not IDENTIFIER.match(args.account):
         print(
-            f"error: tenant {args.tenant!r}: {what} is already linked. Nothing "
-            "was changed: remove that link first with 'sso-gateway links remove'",
+            f"error: Medimo account {args.account!r} is not a valid account ID: "
+            "use up to 128 of the characters A-Z, a-z, 0-9 and . _ @ -, "
+            "starting with a letter or digit",
             file=sys.stderr,
         )
         return 1
-    except ValueError as exc:
-        # The link table rejects empty and overlong values.
-        print(f"error: {exc}", file=sys.stderr)
+    try:
+        link = await store.add(args.tenant, args.ysis_user, args.account, args.operator)
+    except LinkConflict as exc:
+        print(
+            f"error: tenant {args.tenant!r}: {await _conflict(sql, args, exc.field)}",
+            file=sys.stderr,
+        )
         return 1
     finally:
         _warn_stale_cache(store, negative_ttl)
     print(f"linked {link.tenant}/{link.ysis_user} to {link.medimo_account}")
     return 0
+
+
+async def _conflict(sql: SqlLinkStore, args: argparse.Namespace, field: str) -> str:
+    """Return the message that names the link blocking ``links add``, and the fix."""
+    if field == "ysis_user":
+        holder = await sql.get(args.tenant, args.ysis_user)
+        what = f"Ysis user {args.ysis_user!r} is already linked"
+        if holder is not None:
+            what += f" to Medimo account {holder.medimo_account!r}"
+    else:
+        holder = await sql.find_account(args.tenant, args.account)
+        what = f"Medimo account {args.account!r} is already linked"
+        if holder is not None:
+            what += f" to Ysis user {holder.ysis_user!r}"
+    if holder is None:
+        # The link was removed between the insert and this lookup.
+        return f"{what}. Nothing was changed: run the command again"
+    return (
+        f"{what}. Nothing was changed: remove that link first with 'sso-gateway "
+        f"links remove --tenant {args.tenant} --ysis-user {holder.ysis_user}'"
+    )
 
 
 def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
@@ -275,27 +408,66 @@ def _warn_stale_cache(store: CachedLinkStore, ttl: float) -> None:
         )
 
 
-async def _export_links(config: Config, args: argparse.Namespace) -> int:
+async def _links_to_export(
+    config: Config, args: argparse.Namespace
+) -> list[Link] | None:
     from gateway.links.sql import SqlLinkStore
-    from gateway.links.transfer import write_csv
     from gateway.storage.database import create_engine, require_current_schema
 
-    if args.tenant is not None and args.tenant not in config.tenants:
-        print(f"error: tenant {args.tenant!r} is not in {config.tenants_path}", file=sys.stderr)
-        return 1
     engine = create_engine(config.gateway.database.url)
     try:
         await require_current_schema(engine)
-        found = await SqlLinkStore(engine).list(args.tenant)
+        return await _listed_links(config, SqlLinkStore(engine), args.tenant)
     finally:
         await engine.dispose()
+
+
+def _export_links(config: Config, args: argparse.Namespace) -> int:
+    from gateway.links.transfer import write_csv
+
+    found: list[Link] | None = None
+
+    def read() -> int:
+        nonlocal found
+        found = asyncio.run(_links_to_export(config, args))
+        return 0 if found is not None else 1
+
+    code = _run_database(read, failed="reading the link table failed")
+    exported = found
+    if code != 0 or exported is None:
+        return code or 1
+    count: int | None
     if args.output in (None, "-"):
-        count = write_csv(found, sys.stdout)
+        count = write_csv(exported, sys.stdout)
     else:
-        with open(args.output, "w", encoding="utf-8", newline="") as output:
-            count = write_csv(found, output)
+        count = _write_file(args.output, lambda output: write_csv(exported, output))
+    if count is None:
+        return 1
     print(f"exported {count} link(s)", file=sys.stderr)
     return 0
+
+
+def _write_file(path: str, write: Callable[[TextIO], int]) -> int | None:
+    """Write a file whole or not at all, and return what ``write`` returned.
+
+    The text goes to a temporary file beside ``path`` that replaces it at
+    the end, so a failure leaves an earlier file as it was.
+    """
+    target = Path(path)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "w", encoding="utf-8", newline="") as output:
+            result = write(output)
+        os.replace(temporary, target)
+    except OSError as exc:
+        temporary.unlink(missing_ok=True)
+        print(
+            f"error: {path} cannot be written: {exc.strerror or exc}; nothing was "
+            "exported",
+            file=sys.stderr,
+        )
+        return None
+    return result
 
 
 async def _import_links(config: Config, args: argparse.Namespace, text: str) -> int:
@@ -323,10 +495,19 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
             now=dt.datetime.now(dt.timezone.utc),
         )
         for problem in plan.problems:
+            # Each problem shows a row's values as Python literals, escaped.
             print(problem, file=sys.stderr)
         if plan.problems:
             print(f"error: {len(plan.problems)} problem(s); nothing was imported", file=sys.stderr)
             return 1
+        for tenant, count in plan.unconfigured.items():
+            print(
+                f"note: tenant {tenant!r} is not in {config.tenants_path}: its "
+                f"{count} row(s) were skipped because the link table has them; "
+                f"remove those links with 'sso-gateway links remove --tenant "
+                f"{tenant} --ysis-user USER'",
+                file=sys.stderr,
+            )
         if args.dry_run:
             print(f"would import {len(plan.new)} link(s); {len(plan.existing)} already present")
             return 0
@@ -374,36 +555,80 @@ async def _import_links(config: Config, args: argparse.Namespace, text: str) -> 
 
 
 def cmd_links_transfer(args: argparse.Namespace) -> int:
+    if args.links_command == "export":
+        return _export_links(_load(args.config), args)
+    if not _resolve_operator(args):
+        return 1
     config = _load(args.config)
+    text = _read_import(args.file)
+    if text is None:
+        return 1
+    return _run_database(
+        lambda: asyncio.run(_import_links(config, args, text)),
+        failed="nothing was imported, the database failed",
+    )
+
+
+def _read_import(path: str) -> str | None:
+    """Return the text of the file to import, or print why it cannot be read."""
+    where = path
     try:
-        if args.links_command == "export":
-            return asyncio.run(_export_links(config, args))
-        if args.operator is None:
-            args.operator = _login_name()
-            if args.operator is None:
-                return 1
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        problem = "does not exist: check the path"
+    except IsADirectoryError:
+        problem = "is a folder: name the CSV file in it"
+    except PermissionError:
+        problem = "cannot be read: permission denied"
+    except OSError as exc:
+        problem = f"cannot be read: {exc.strerror or exc}"
+    else:
+        # Spreadsheets often start UTF-8 CSV with a byte order mark.
+        body = data.removeprefix(codecs.BOM_UTF8)
         try:
-            with open(args.file, encoding="utf-8-sig", newline="") as source:
-                text = source.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            print(f"error: {args.file} cannot be read as UTF-8 text: {exc}", file=sys.stderr)
-            return 1
-        return asyncio.run(_import_links(config, args, text))
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+            return body.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            line = body.count(b"\n", 0, exc.start) + 1
+            where = f"{path}:{line}:"
+            problem = "cannot be read as UTF-8 text: save the file as UTF-8 CSV"
+    print(f"error: {where} {problem}; nothing was imported", file=sys.stderr)
+    return None
 
 
-def _login_name() -> str | None:
+def _resolve_operator(args: argparse.Namespace) -> bool:
+    """Fill in ``--operator`` from the login name if needed, and check it.
+
+    Every command that records an administrator goes through here, so that
+    one rule (``gateway.text.operator_problem``) decides for all of them.
+    Print why and return False when the name cannot be used.
+    """
+    from gateway.text import operator_problem
+
+    if args.operator is not None:
+        problem = operator_problem(args.operator)
+        if problem is not None:
+            print(f"error: --operator {problem}", file=sys.stderr)
+            return False
+        return True
     try:
-        return getpass.getuser()
+        name = getpass.getuser()
     except (KeyError, OSError):
         print(
             "error: the login name is unknown: name the administrator "
             "with --operator NAME",
             file=sys.stderr,
         )
-        return None
+        return False
+    problem = operator_problem(name)
+    if problem is not None:
+        print(
+            f"error: the login name {problem}; name the administrator with "
+            "--operator NAME",
+            file=sys.stderr,
+        )
+        return False
+    args.operator = name
+    return True
 
 
 async def _revoke(
@@ -429,14 +654,20 @@ async def _revoke(
     revocation = await SqlRevocationStore(engine).add(
         kind, tenant, subject, expires, revoked_by=operator
     )
-    settings = config.gateway
+    feed = config.gateway.revocations
     try:
-        await announce(redis, revocation.id, settings.redis.timeout)
+        await announce(redis, revocation.id, config.gateway.redis.timeout)
     except AnnounceFailed as exc:
+        # A gateway that lost Redis too reads the database at the fallback
+        # interval. One that still has Redis waits for the announcement, which
+        # never comes, so its regular read finds the revocation.
+        latest = max(feed.poll_interval, feed.fallback_poll_interval)
         print(
-            f"warning: Redis could not be reached ({exc}): running gateways "
-            "apply the revocation from the database within "
-            f"{settings.revocations.poll_interval:g} s",
+            f"warning: Redis could not be reached ({exc}), so the revocation "
+            "was not announced. Running gateways read it from the database: "
+            f"every {feed.fallback_poll_interval:g} s those that cannot reach "
+            f"Redis either, every {feed.poll_interval:g} s the others; all of "
+            f"them apply it within {latest:g} s",
             file=sys.stderr,
         )
     return expires
@@ -451,28 +682,21 @@ def _text_problem(flag: str, value: str, limit: int) -> str | None:
     return None
 
 
-def _operator_problem(args: argparse.Namespace) -> str | None:
-    from gateway.storage.tables import CREATED_BY_LENGTH, REVOKED_BY_LENGTH
-
-    # Checked before anything is written: a link removed without its
-    # revocation would leave the account's sessions running.
-    return _text_problem(
-        "--operator", args.operator, min(CREATED_BY_LENGTH, REVOKED_BY_LENGTH)
-    )
-
-
 def cmd_links(args: argparse.Namespace) -> int:
-    if args.links_command != "list":
-        if args.operator is None:
-            args.operator = _login_name()
-            if args.operator is None:
-                return 1
-        problem = _operator_problem(args)
-        if problem is not None:
-            print(f"error: {problem}", file=sys.stderr)
-            return 1
+    # The operator is checked before anything is written: a link removed
+    # without its revocation would leave the account's sessions running.
+    if args.links_command != "list" and not _resolve_operator(args):
+        return 1
     config = _load(args.config)
-    return asyncio.run(_with_links(config, args.links_command, args))
+    failed = {
+        "list": "reading the link table failed",
+        "add": "the link table failed",
+        "remove": "the link table failed",
+    }[args.links_command]
+    return _run_database(
+        lambda: asyncio.run(_with_links(config, args.links_command, args)),
+        failed=failed,
+    )
 
 
 def _sessions_problem(args: argparse.Namespace, config: Config) -> str | None:
@@ -482,10 +706,8 @@ def _sessions_problem(args: argparse.Namespace, config: Config) -> str | None:
     if args.tenant not in config.tenants:
         return f"tenant {args.tenant!r} is not in {config.tenants_path}"
     if args.account is not None:
-        problem = _text_problem("--account", args.account, SUBJECT_LENGTH)
-        if problem is not None:
-            return problem
-    return _operator_problem(args)
+        return _text_problem("--account", args.account, SUBJECT_LENGTH)
+    return None
 
 
 def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
@@ -500,9 +722,8 @@ def _revocation_target(args: argparse.Namespace) -> tuple[str, str, str]:
 
 
 async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
-    from sqlalchemy.exc import SQLAlchemyError
-
     from gateway.app import redis_client
+    from gateway.links.sql import SqlLinkStore
     from gateway.ssolog.commands import log_admin
     from gateway.storage.database import create_engine, require_current_schema
 
@@ -516,6 +737,15 @@ async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
             config, engine, redis, kind, args.tenant, subject, args.operator
         )
         print(done)
+        if kind == "account":
+            holder = await SqlLinkStore(engine).find_account(args.tenant, subject)
+            if holder is None:
+                print(
+                    f"note: no link of tenant {args.tenant!r} has Medimo account "
+                    f"{subject!r}: check the spelling. Sessions of that account "
+                    "may exist all the same, so they are revoked",
+                    file=sys.stderr,
+                )
         entry = _admin_entry(
             "sessions_revoked",
             args,
@@ -524,38 +754,26 @@ async def _revoke_sessions(config: Config, args: argparse.Namespace) -> int:
             detail=f"{kind} sessions revoked until {expires.isoformat()}",
         )
         return 0 if await log_admin(config, engine, [entry]) else 1
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (SQLAlchemyError, OSError) as exc:
-        print(
-            f"error: nothing was revoked, the database failed: {_database_error(exc)}",
-            file=sys.stderr,
-        )
-        return 1
     finally:
         await redis.aclose()
         await engine.dispose()
 
 
-def _database_error(exc: Exception) -> str:
-    """Word a database error in one line, without the SQL statement."""
-    cause = getattr(exc, "orig", None) or exc
-    lines = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {lines[0] if lines else ''}"
-
-
 def cmd_sessions(args: argparse.Namespace) -> int:
-    if args.operator is None:
-        args.operator = _login_name()
-        if args.operator is None:
-            return 1
+    if not _resolve_operator(args):
+        return 1
     config = _load(args.config)
     problem = _sessions_problem(args, config)
     if problem is not None:
         print(f"error: {problem}", file=sys.stderr)
         return 1
-    return asyncio.run(_revoke_sessions(config, args))
+    return _run_database(
+        lambda: asyncio.run(_revoke_sessions(config, args)),
+        failed="nothing was revoked, the database failed",
+    )
+
+
+_LOG_FAILED = "accessing the SSO log failed"
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -570,7 +788,9 @@ def cmd_log(args: argparse.Namespace) -> int:
         until=args.until,
         limit=args.limit,
     )
-    return asyncio.run(print_rows(config, query))
+    return _run_database(
+        lambda: asyncio.run(print_rows(config, query)), failed=_LOG_FAILED
+    )
 
 
 def cmd_log_verify(args: argparse.Namespace) -> int:
@@ -578,7 +798,8 @@ def cmd_log_verify(args: argparse.Namespace) -> int:
 
     if _log_filters_given(args):
         return 2
-    return asyncio.run(verify(_load(args.config)))
+    config = _load(args.config)
+    return _run_database(lambda: asyncio.run(verify(config)), failed=_LOG_FAILED)
 
 
 def cmd_log_purge(args: argparse.Namespace) -> int:
@@ -586,11 +807,12 @@ def cmd_log_purge(args: argparse.Namespace) -> int:
 
     if _log_filters_given(args):
         return 2
-    if args.operator is None:
-        args.operator = _login_name()
-        if args.operator is None:
-            return 1
-    return asyncio.run(purge(_load(args.config), args.operator))
+    if not _resolve_operator(args):
+        return 1
+    config = _load(args.config)
+    return _run_database(
+        lambda: asyncio.run(purge(config, args.operator)), failed=_LOG_FAILED
+    )
 
 
 _LOG_FILTERS = ("tenant", "user", "since", "until", "limit")

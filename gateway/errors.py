@@ -98,6 +98,14 @@ class SchemaOutdated(StorageError):
     """Raised when the database schema is not at the newest migration."""
 
 
+class DatabaseUnavailable(StorageError):
+    """Raised when the database cannot be connected to or opened.
+
+    The message is one line: the database URL without its password, the
+    driver's reason and what to check.
+    """
+
+
 class LinkConflict(StorageError):
     """Raised when a new link would break a uniqueness rule.
 

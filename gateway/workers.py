@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 
 from gateway.config.loader import Config
 from gateway.demo.run import stop_with_parent
-from gateway.errors import ListenError, SchemaOutdated
+from gateway.errors import DatabaseUnavailable, ListenError, SchemaOutdated
 from gateway.inflight import CANCEL_BOUND
 from gateway.logs import server_logger
 from gateway.metrics import enable_multiprocess, worker_ended
@@ -163,6 +163,10 @@ class Supervisor:
         except SchemaOutdated as exc:
             print(f"error: {exc}", file=sys.stderr, flush=True)
             return FATAL_STATUS
+        except DatabaseUnavailable as exc:
+            # The database may come back, so the worker is started again.
+            print(f"error: {exc}", file=sys.stderr, flush=True)
+            return 1
         except Exception:
             server_logger.exception(
                 "worker failed", extra={"event": "worker_failed", "worker": index}

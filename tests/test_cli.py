@@ -24,6 +24,7 @@ import aiohttp
 import pytest
 import redis
 import trustme
+from alembic.command import upgrade as command_upgrade
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import text as sql_text
@@ -32,7 +33,7 @@ from gateway.config.loader import load_config
 from gateway.links.cache import NOT_FOUND_MARKER, link_key
 from gateway.ssolog.entry import Entry
 from gateway.ssolog.store import SqlSsoLog
-from gateway.storage.database import create_engine
+from gateway.storage.database import alembic_config, create_engine
 from gateway.storage.revocations import Revocation, SqlRevocationStore
 from tests.support.harness import GatewayHarness, cookie_status, launch, whoami
 from tests.support.pair import (
@@ -67,7 +68,10 @@ class Cli:
     def __init__(self, cwd: Path) -> None:
         self.cwd = cwd
 
-    def run(self, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str | Path, env: dict[str, str] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the command; ``env`` adds variables to this process's environment."""
         result = subprocess.run(
             [*command(), *map(str, args)],
             cwd=self.cwd,
@@ -75,6 +79,7 @@ class Cli:
             text=True,
             timeout=30,
             check=False,
+            env=None if env is None else {**os.environ, **env},
         )
         assert "Traceback" not in result.stderr, result.stderr
         return result
@@ -374,7 +379,9 @@ def test_db_upgrade_creates_schema(cli: Cli, config_path: Path) -> None:
     result = cli.run("db", "upgrade", "--config", config_path)
 
     assert result.returncode == 0, result.stderr
-    assert "database schema is up to date" in result.stdout
+    assert result.stdout == (
+        "upgraded the database schema from none to 0003 (applied 0001, 0002, 0003)\n"
+    )
     tables = sqlite_tables(config_path.with_name("gateway.db"))
     assert {"links", "revocations", "alembic_version"} <= tables
 
@@ -385,6 +392,42 @@ def test_db_upgrade_twice(cli: Cli, config_path: Path) -> None:
     result = cli.run("db", "upgrade", "--config", config_path)
 
     assert result.returncode == 0, result.stderr
+    assert result.stdout == "database schema is up to date at revision 0003\n"
+
+
+def test_db_upgrade_from_older_revision(
+    cli: Cli, tmp_path: Path, redis_url: str, database_url: str
+) -> None:
+    folder = tmp_path / "older"
+    folder.mkdir()
+    harness = GatewayHarness(folder, redis_url=redis_url, database_url=database_url)
+    config = harness.write_config(upstream_port=9)
+    command_upgrade(alembic_config(database_url), "0001")
+
+    result = cli.run("db", "upgrade", "--config", config)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == (
+        "upgraded the database schema from 0001 to 0003 (applied 0002, 0003)\n"
+    )
+
+
+def test_db_upgrade_unknown_revision(cli: Cli, config_path: Path) -> None:
+    cli.run("db", "upgrade", "--config", config_path)
+    database = config_path.with_name("gateway.db")
+    connection = sqlite3.connect(database)
+    with connection:
+        connection.execute("UPDATE alembic_version SET version_num = '0099'")
+    connection.close()
+
+    result = cli.run("db", "upgrade", "--config", config_path)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "error: database schema is at revision '0099', which this gateway "
+        "version does not know"
+    )
 
 
 def test_db_upgrade_relative_sqlite(cli: Cli, config_path: Path, cwd: Path) -> None:
@@ -485,8 +528,11 @@ def test_links_add_linked_user(cli: Cli, links_config: Path) -> None:
     result = add(cli, links_config, "ysis-jan", "medimo-other")
 
     assert result.returncode == 1
-    assert "tenant 'noord': Ysis user 'ysis-jan' is already linked" in result.stderr
-    assert "links remove" in result.stderr
+    assert result.stderr == (
+        "error: tenant 'noord': Ysis user 'ysis-jan' is already linked to Medimo "
+        "account 'medimo-jan'. Nothing was changed: remove that link first with "
+        "'sso-gateway links remove --tenant noord --ysis-user ysis-jan'\n"
+    )
     assert result.stdout == ""
     assert rows(cli, links_config) == before
 
@@ -498,7 +544,11 @@ def test_links_add_linked_account(cli: Cli, links_config: Path) -> None:
     result = add(cli, links_config, "ysis-piet", "medimo-jan")
 
     assert result.returncode == 1
-    assert "tenant 'noord': Medimo account 'medimo-jan' is already linked" in result.stderr
+    assert result.stderr == (
+        "error: tenant 'noord': Medimo account 'medimo-jan' is already linked to "
+        "Ysis user 'ysis-jan'. Nothing was changed: remove that link first with "
+        "'sso-gateway links remove --tenant noord --ysis-user ysis-jan'\n"
+    )
     assert result.stdout == ""
     assert rows(cli, links_config) == before
 
@@ -535,11 +585,24 @@ def test_links_add_invalid_user(cli: Cli, links_config: Path, user: str) -> None
     assert rows(cli, links_config) == []
 
 
-def test_links_add_empty_account(cli: Cli, links_config: Path) -> None:
-    result = add(cli, links_config, "ysis-jan", "")
+@pytest.mark.parametrize(
+    "account",
+    [
+        pytest.param("", id="empty"),
+        pytest.param("../admin", id="path"),
+        pytest.param("medimo jan", id="space"),
+        pytest.param(".medimo", id="dot-first"),
+        pytest.param("m" * 129, id="129-characters"),
+    ],
+)
+def test_links_add_invalid_account(cli: Cli, links_config: Path, account: str) -> None:
+    result = add(cli, links_config, "ysis-jan", account)
 
     assert result.returncode == 1
-    assert "medimo_account must not be empty" in result.stderr
+    assert result.stderr.startswith(
+        f"error: Medimo account {account!r} is not a valid account ID: use up to 128 "
+    )
+    assert rows(cli, links_config) == []
 
 
 def test_links_remove_unknown(cli: Cli, links_config: Path) -> None:
@@ -1001,6 +1064,11 @@ def test_log_schema_missing(cli: Cli, tmp_path: Path, redis_url: str) -> None:
     config = write_config(tmp_path / "fresh", redis_url)
 
     result = cli.run("log", "--config", config)
+
+    assert result.returncode == 2
+    assert "sso-gateway db upgrade" in result.stderr
+
+
 # --- sessions revoke ---------------------------------------------------------
 
 
@@ -1051,6 +1119,44 @@ async def test_sessions_revoke_account_records(cli: Cli, links_config: Path) -> 
     assert (revocation.kind, revocation.tenant, revocation.subject) == (
         "account", "noord", "medimo-jan",
     )
+
+
+async def test_sessions_revoke_linked_account_no_note(
+    cli: Cli, links_config: Path
+) -> None:
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan")
+
+    result = await revoke_async(
+        cli, links_config, "--tenant", "noord", "--account", "medimo-jan",
+        "--operator", "beheer",
+    )
+
+    assert result.returncode == 0
+    assert result.stderr == ""
+
+
+async def test_sessions_revoke_unlinked_account_notes(
+    cli: Cli, links_config: Path
+) -> None:
+    # medimo-jan is linked in zuid, not in noord.
+    await asyncio.to_thread(add, cli, links_config, "ysis-jan", "medimo-jan", "zuid")
+
+    result = await revoke_async(
+        cli, links_config, "--tenant", "noord", "--account", "medimo-jan",
+        "--operator", "beheer",
+    )
+
+    assert result.returncode == 0
+    assert result.stdout == (
+        "revoked the sessions of Medimo account 'medimo-jan' in tenant 'noord'\n"
+    )
+    assert result.stderr == (
+        "note: no link of tenant 'noord' has Medimo account 'medimo-jan': check "
+        "the spelling. Sessions of that account may exist all the same, so they "
+        "are revoked\n"
+    )
+    ((kind, tenant, subject, _),) = await revocations_of(links_config)
+    assert (kind, tenant, subject) == ("account", "noord", "medimo-jan")
 
 
 async def test_sessions_revoke_login_name(
@@ -1117,8 +1223,14 @@ async def test_sessions_revoke_redis_down(cli: Cli, tmp_path: Path) -> None:
     )
 
     assert result.returncode == 0, result.stderr
-    assert "warning: Redis could not be reached" in result.stderr
-    assert "from the database within 5 s" in result.stderr
+    assert result.stderr.startswith("warning: Redis could not be reached (")
+    # The same intervals as the README's: the fallback poll of a gateway that
+    # lost Redis, and the regular read of one that still has it.
+    assert result.stderr.endswith(
+        "so the revocation was not announced. Running gateways read it from the "
+        "database: every 2 s those that cannot reach Redis either, every 5 s the "
+        "others; all of them apply it within 5 s\n"
+    )
     assert len(await stored_revocations(config)) == 1
 
 

@@ -49,6 +49,15 @@ class SqlLinkStore:
             row = (await connection.execute(query)).mappings().first()
         return None if row is None else _to_link(row)
 
+    async def find_account(self, tenant: str, medimo_account: str) -> Link | None:
+        """Return the link of a Medimo account in a tenant, or None if it has none."""
+        query = select(*_LINK_COLUMNS).where(
+            (links.c.tenant == tenant) & (links.c.medimo_account == medimo_account)
+        )
+        async with self._engine.connect() as connection:
+            row = (await connection.execute(query)).mappings().first()
+        return None if row is None else _to_link(row)
+
     async def add(
         self, tenant: str, ysis_user: str, medimo_account: str, created_by: str
     ) -> Link:

@@ -5,10 +5,16 @@ The CSV has a header row with the columns of ``COLUMNS``. ``tenant``,
 columns may be left out or empty. Times are ISO 8601 with a UTC offset.
 
 An import checks every row before it writes any: the tenant must be
-configured, the IDs valid, and no row may break the one-to-one rule, neither
-against another row nor against a link already in the table. A row equal to
-an existing link is skipped, so an import can be run again. Any problem
-leaves the table as it was.
+configured, the IDs valid, ``created_by`` a valid administrator's name (see
+``gateway.text``), and no row may break the one-to-one rule, neither against
+another row nor against a link already in the table. A row equal to an
+existing link is skipped, so an import can be run again. That holds for a
+tenant that was removed from the tenants file too, because its links stay in
+the table until they are removed. Any problem leaves the table as it was.
+
+An export writes IDs as they are, because their rule admits no character that
+a spreadsheet could run. ``created_by`` is free text and goes through
+``spreadsheet_cell``.
 """
 
 from __future__ import annotations
@@ -16,12 +22,15 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from gateway.links.store import Link
-from gateway.storage.tables import CREATED_BY_LENGTH
+from gateway.text import operator_problem, spreadsheet_cell
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 COLUMNS = ("tenant", "ysis_user", "medimo_account", "created_at", "created_by", "last_used_at")
 REQUIRED = ("tenant", "ysis_user", "medimo_account")
@@ -33,19 +42,22 @@ MAX_ROWS = 1_000_000
 def write_csv(links: Iterable[Link], output: TextIO) -> int:
     """Write links as CSV with a header row; return how many rows."""
     writer = csv.writer(output, lineterminator="\n")
+    # The csv module quotes a field with a line feed, but not one with a lone
+    # carriage return, which readers take for a line end. Such a row is
+    # written with every field quoted.
+    quoting = csv.writer(output, lineterminator="\n", quoting=csv.QUOTE_ALL)
     writer.writerow(COLUMNS)
     count = 0
     for link in links:
-        writer.writerow(
-            [
-                link.tenant,
-                link.ysis_user,
-                link.medimo_account,
-                link.created_at.isoformat(timespec="seconds"),
-                link.created_by,
-                link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "",
-            ]
-        )
+        row = [
+            link.tenant,
+            link.ysis_user,
+            link.medimo_account,
+            link.created_at.isoformat(timespec="seconds"),
+            spreadsheet_cell(link.created_by),
+            link.last_used_at.isoformat(timespec="seconds") if link.last_used_at else "",
+        ]
+        (quoting if any("\r" in field for field in row) else writer).writerow(row)
         count += 1
     return count
 
@@ -57,6 +69,8 @@ class ImportPlan:
     new: list[Link] = field(default_factory=list)
     existing: list[Link] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    #: Rows skipped as present, per tenant that is not configured.
+    unconfigured: dict[str, int] = field(default_factory=dict)
 
 
 def plan_import(
@@ -73,9 +87,9 @@ def plan_import(
     ``source`` names the file in problems, as ``source:row: message``.
     """
     plan = ImportPlan()
-    reader = csv.DictReader(io.StringIO(text, newline=""), strict=True)
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        header = reader.fieldnames or []
+        header = next(reader, [])
     except csv.Error as error:
         plan.problems.append(f"{source}:1: the header is not valid CSV: {error}")
         return plan
@@ -93,15 +107,17 @@ def plan_import(
     seen_users: dict[tuple[str, str], int] = {}
     seen_accounts: dict[tuple[str, str], int] = {}
     try:
-        for row in reader:
-            number = reader.line_num
+        for number, row in _records(reader, header):
             if len(plan.new) + len(plan.existing) >= MAX_ROWS:
                 plan.problems.append(f"{source}:{number}: more than {MAX_ROWS} rows: split the file")
                 break
-            link = _read_row(row, tenants, operator, now)
+            link = _read_row(row, operator, now)
             where = f"{source}:{number}"
             if isinstance(link, str):
                 plan.problems.append(f"{where}: {link}")
+                continue
+            if link.tenant not in tenants:
+                _place_unconfigured(link, by_user, plan, where)
                 continue
             user_key = (link.tenant, link.ysis_user)
             account_key = (link.tenant, link.medimo_account)
@@ -124,6 +140,31 @@ def plan_import(
     except csv.Error as error:
         plan.problems.append(f"{source}:{reader.line_num}: not valid CSV: {error}")
     return plan
+
+
+def _records(
+    reader: Reader, header: list[str]
+) -> Iterator[tuple[int, dict[str | None, str]]]:
+    """Yield each record with the number of the line it starts on.
+
+    A quoted field may contain line breaks, so a record can span lines, and
+    a problem names the first. Blank lines are skipped. Fields past the
+    header's are collected under None, as ``csv.DictReader`` does.
+    """
+    line = 1
+    while True:
+        start = line + 1
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        line = reader.line_num
+        if not fields:
+            continue
+        record: dict[str | None, str] = dict(zip(header, fields))
+        if len(fields) > len(header):
+            record[None] = ",".join(fields[len(header) :])
+        yield start, record
 
 
 def _place(
@@ -152,54 +193,83 @@ def _place(
         plan.new.append(link)
 
 
+def _place_unconfigured(
+    link: Link, by_user: dict[tuple[str, str], Link], plan: ImportPlan, where: str
+) -> None:
+    """Skip a row of a tenant that is not configured if the table has it, else refuse it.
+
+    A tenant removed from the tenants file keeps its links, so an earlier
+    export still names them, and importing it again adds nothing. A new link for
+    such a tenant could never be used.
+    """
+    linked = by_user.get((link.tenant, link.ysis_user))
+    if linked is not None and linked.medimo_account == link.medimo_account:
+        plan.existing.append(linked)
+        plan.unconfigured[link.tenant] = plan.unconfigured.get(link.tenant, 0) + 1
+        return
+    plan.problems.append(
+        f"{where}: tenant {link.tenant!r} is not configured: add it to the "
+        "tenants file first, or leave the rows of this tenant out of the file"
+    )
+
+
 def _read_row(
-    row: dict[str | None, str | list[str] | None],
-    tenants: Collection[str],
+    row: dict[str | None, str],
     operator: str,
     now: dt.datetime,
 ) -> Link | str:
-    """Return the row's link, or the problem with the row."""
+    """Return the row's link, or the problem with the row, naming its column."""
     # Imported here, because the launch module imports the web stack.
     from gateway.flows.launch import ACCOUNT_ID
     from gateway.upstream.api import IDENTIFIER
 
     if None in row:
         return "the row has more fields than the header"
-    values = {name: (value or "").strip() if isinstance(value, str) else "" for name, value in row.items()}
+    values = {name: value.strip() for name, value in row.items()}
     tenant = values.get("tenant", "")
     ysis_user = values.get("ysis_user", "")
     account = values.get("medimo_account", "")
-    if tenant not in tenants:
-        return f"tenant {tenant!r} is not configured: add it to the tenants file first"
+    if not tenant:
+        return "tenant is empty: name a tenant of the tenants file"
     if not ACCOUNT_ID.match(ysis_user):
         return (
-            f"Ysis user {ysis_user!r} is not a valid Ysis account ID: use 1 to 64 "
+            f"ysis_user {ysis_user!r} is not a valid Ysis account ID: use 1 to 64 "
             "of the characters A-Z, a-z, 0-9 and . _ @ -"
         )
     if not IDENTIFIER.match(account):
         return (
-            f"Medimo account {account!r} is not a valid account ID: use up to "
+            f"medimo_account {account!r} is not a valid account ID: use up to "
             "128 of the characters A-Z, a-z, 0-9 and . _ @ -, starting with a "
             "letter or digit"
         )
     created_by = values.get("created_by") or operator
-    if len(created_by) > CREATED_BY_LENGTH:
-        return f"created_by is longer than {CREATED_BY_LENGTH} characters"
+    problem = operator_problem(created_by)
+    if problem is not None:
+        return f"created_by {problem}"
     try:
-        created_at = _time(values.get("created_at", "")) or now
-        last_used_at = _time(values.get("last_used_at", ""))
+        created_at = _time("created_at", values.get("created_at", "")) or now
+        last_used_at = _time("last_used_at", values.get("last_used_at", ""))
     except ValueError as error:
         return str(error)
     return Link(tenant, ysis_user, account, created_at, created_by, last_used_at)
 
 
-def _time(text: str) -> dt.datetime | None:
+def _time(column: str, text: str) -> dt.datetime | None:
     if not text:
         return None
     try:
         value = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 time such as 2026-01-31T08:00:00+00:00") from None
+        raise ValueError(
+            f"{column} {text!r} is not an ISO 8601 time such as 2026-01-31T08:00:00+00:00"
+        ) from None
     if value.tzinfo is None:
-        raise ValueError(f"{text!r} has no UTC offset: add one, such as +00:00")
-    return value.astimezone(dt.timezone.utc)
+        raise ValueError(f"{column} {text!r} has no UTC offset: add one, such as +00:00")
+    try:
+        return value.astimezone(dt.timezone.utc)
+    except OverflowError:
+        # Such as 9999-12-31T23:59:59-01:00, which is in the year 10000 in UTC.
+        raise ValueError(
+            f"{column} {text!r} is outside the years 1 to 9999 in UTC: "
+            "give a time within them"
+        ) from None

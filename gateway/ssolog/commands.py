@@ -1,8 +1,9 @@
 """The ``sso-gateway log`` commands, and SSO log rows of administrators' commands.
 
 Each function opens its own engine, checks the schema, and returns the exit
-code: 0 on success, 1 when the database fails or the chain is broken, and 2
-for an outdated schema, as the other database commands do.
+code: 0 on success, 1 when the chain is broken. An outdated schema, a database
+that cannot be reached and a failing one raise, and the command line prints
+them as it does for every database command.
 """
 
 from __future__ import annotations
@@ -18,10 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gateway.config.loader import Config
-from gateway.errors import SchemaOutdated
 from gateway.ssolog.entry import Entry, instance_name
 from gateway.ssolog.store import ChainReport, LogQuery, SqlSsoLog
-from gateway.storage.database import create_engine, require_current_schema
+from gateway.storage.database import (
+    create_engine,
+    describe_error,
+    require_current_schema,
+)
 
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 
@@ -69,13 +73,6 @@ async def _run(
     try:
         await require_current_schema(engine)
         return await work(store_of(config, engine))
-    except SchemaOutdated as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except (SQLAlchemyError, OSError) as exc:
-        message = f"error: accessing the SSO log failed: {_first_line(exc)}"
-        print(message, file=sys.stderr)
-        return 1
     finally:
         await engine.dispose()
 
@@ -159,13 +156,8 @@ async def log_admin(
     except (SQLAlchemyError, OSError) as exc:
         print(
             "error: the change was made, but writing it to the SSO log failed: "
-            f"{_first_line(exc)}",
+            f"{describe_error(exc)}",
             file=sys.stderr,
         )
         return False
     return True
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).splitlines()
-    return lines[0] if lines else type(error).__name__

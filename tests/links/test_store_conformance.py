@@ -64,6 +64,14 @@ async def test_get_unknown_is_none(store: SqlLinkStore) -> None:
     assert await store.get("care-south", "ysis-1") is None
 
 
+async def test_find_account_in_tenant(store: SqlLinkStore) -> None:
+    added = await store.add("care-north", "ysis-1", "medimo-1", SELF_LINK)
+
+    assert await store.find_account("care-north", "medimo-1") == added
+    assert await store.find_account("care-north", "medimo-2") is None
+    assert await store.find_account("care-south", "medimo-1") is None
+
+
 async def test_ysis_user_linked_twice_conflicts(store: SqlLinkStore) -> None:
     first = await store.add("care-north", "ysis-1", "medimo-1", SELF_LINK)
 
