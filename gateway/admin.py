@@ -66,10 +66,10 @@ def _is_address(name: str) -> bool:
 
 
 def host_check(names: Collection[str]) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
-    """Return a middleware that answers 421 to a ``Host`` the listener does not serve.
+    """Return a middleware that responds 421 to a ``Host`` the listener does not serve.
 
     SECURITY: a web page in a browser on this machine could otherwise point
-    a name of its own at 127.0.0.1 (DNS rebinding) and read the answers.
+    a name of its own at 127.0.0.1 (DNS rebinding) and read the responses.
     """
     allowed = {"localhost", *names}
 

@@ -160,7 +160,7 @@ async def upstream_reachable(session: aiohttp.ClientSession, url: str) -> None:
 async def api_token_accepted(
     session: aiohttp.ClientSession, url: str, token: str
 ) -> None:
-    """Raise if the upstream API answers ``url`` with 401 or 403 to ``token``.
+    """Raise if the upstream API responds to ``url`` and ``token`` with 401 or 403.
 
     An unreachable or failing upstream passes, because the ``upstream``
     check reports it, and this check names only a refused token.
@@ -175,4 +175,4 @@ async def api_token_accepted(
     except (aiohttp.ClientError, OSError):
         return
     if status in (401, 403):
-        raise PermissionError(f"upstream API answered {status}")
+        raise PermissionError(f"upstream API rejected the token with {status}")

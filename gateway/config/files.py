@@ -27,11 +27,8 @@ def read_regular_file(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         info = os.fstat(file.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise ValueError(f"'{path}' is not a regular file")
-        if info.st_size > max_bytes:
-            raise ValueError(
-                f"'{path}' is larger than {max_bytes // (1024 * 1024)} MiB"
-            )
-        data = file.read(max_bytes + 1)
-    if len(data) > max_bytes:
+        # The size is checked again after the read, for a file that grew.
+        data = b"" if info.st_size > max_bytes else file.read(max_bytes + 1)
+    if info.st_size > max_bytes or len(data) > max_bytes:
         raise ValueError(f"'{path}' is larger than {max_bytes // (1024 * 1024)} MiB")
     return data

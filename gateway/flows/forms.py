@@ -123,7 +123,7 @@ async def _counted(gateway: Gateway, attempt: Attempt, check: Awaitable[T]) -> T
     """Await an upstream password check; one that fails upstream still counts.
 
     SECURITY: an upstream fault is charged like a wrong password, so that an
-    upstream that answers some wrong passwords with an error gives no
+    upstream that responds to some wrong passwords with an error gives no
     unlimited guesses from one address. The account's slot was taken on
     admission either way.
     """
