@@ -46,7 +46,7 @@ from gateway.upstream.proxy import Proxy, create_client_session
 
 TENANT = "{tenant:[a-z0-9][a-z0-9-]{0,62}}"
 
-#: Path under the API URL that the health checks ask; any answer below 500
+#: Path under the API URL that the health checks request; any status below 500
 #: counts as reachable, so a Medimo without this endpoint passes with 404.
 #: The second check sends the API token and fails on 401 or 403.
 HEALTH_PATH = "/gateway-api/v1/health"

@@ -122,7 +122,7 @@ def aiohttp_wait(timeout: float) -> float:
     a second after the tracker's deadline and its cancellations.
 
     aiohttp 3.14 takes 0 as no limit, so the backstop is never 0. NOTE: a
-    handler that outlives the tracker's cancellations holds the stop until
+    handler that outlives the tracker's cancellations delays the stop until
     aiohttp has waited this long twice, and only then is it cancelled again
     and its connection closed.
     """

@@ -109,7 +109,7 @@ async def test_readyz_upstream_down_unavailable(gateway: GatewayHarness) -> None
 async def test_readyz_rejected_api_token_degraded(
     make_gateway: MakeGateway,
 ) -> None:
-    # The signing key's file holds a secret that the upstream's API does not know.
+    # The signing key's file contains a secret that the upstream's API does not know.
     gateway = await make_gateway(
         gateway_overrides={"upstream": {"api_token": {"file": "secrets/signing-key"}}}
     )

@@ -200,7 +200,7 @@ async def test_failover_recovers_without_restart(
 
     async def form_links() -> bool:
         # Until each pooled connection has met the new master, a form may
-        # still answer 503, as in any Redis outage. Each try links a new
+        # still return 503, as in any Redis outage. Each try links a new
         # Ysis user, to one of the two demo accounts not linked yet.
         number = next(attempts)
         user = ("anna", "jan")[number % 2]

@@ -30,8 +30,8 @@ MAX_SECRET_BYTES = 64 * 1024
 MIN_KEY_BYTES = 32
 
 
-#: Longest duration any setting takes: a year, so that every clock sum stays
-#: far inside what datetime and the database can hold.
+#: Maximum duration of any setting: a year, so that every clock sum stays
+#: far inside the range of datetime and the database.
 MAX_DURATION = 366 * 86400.0
 
 

@@ -631,8 +631,8 @@ async def api_middleware(request: web.Request, handler: Handler) -> web.StreamRe
             request.path,
         )
         response = _json_error(401, "unauthorized")
-        # The bearer challenge tells the gateway that its token, not the
-        # user's password, was refused.
+        # The bearer challenge shows the gateway that its token, not the
+        # user's password, was rejected.
         response.headers["WWW-Authenticate"] = 'Bearer error="invalid_token"'
         return response
 

@@ -83,7 +83,7 @@ async def test_rejected_api_token_not_wrong_password(
     make_gateway: Callable[..., Awaitable[GatewayHarness]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    # The signing key's file holds a secret that the upstream's API does not know.
+    # The signing key's file contains a secret that the upstream's API does not know.
     gateway = await make_gateway(
         gateway_overrides={"upstream": {"api_token": {"file": "secrets/signing-key"}}}
     )

@@ -97,7 +97,7 @@ def without_request_id(response: aiohttp.ClientResponse, text: str) -> str:
 
 
 async def test_upstream_fault_charges_address(make_gateway: MakeGateway) -> None:
-    # The signing key's file holds a secret that the upstream's API rejects,
+    # The signing key's file contains a secret that the upstream's API rejects,
     # so every password check ends in the API's Bearer challenge.
     overrides = limits(account=50, client=3)
     overrides["upstream"] = {"api_token": {"file": "secrets/signing-key"}}

@@ -131,12 +131,12 @@ async def whoami_with(served: ServedGateway, cookie: str) -> tuple[int, str]:
         return 200, str(identity["X-Medimo-Account"])
 
 
-async def refused_within(served: ServedGateway, cookie: str, limit: float) -> float:
-    async def refused() -> bool:
+async def rejected_within(served: ServedGateway, cookie: str, limit: float) -> float:
+    async def rejected() -> bool:
         status, _ = await whoami_with(served, cookie)
         return status == 401
 
-    return await poll_until(refused, limit, f"the cookie still works on port {served.port}")
+    return await poll_until(rejected, limit, f"the cookie still works on port {served.port}")
 
 
 async def self_link(served: ServedGateway, user: str, username: str) -> int:
@@ -181,7 +181,7 @@ async def readiness(served: ServedGateway) -> tuple[int, dict[str, object]]:
 async def ready_as(served: ServedGateway, redis: str, limit: float = 15.0) -> None:
     """Wait until ``/readyz`` of ``served`` reports Redis as ``redis``.
 
-    Every answer on the way must be a 200.
+    Every response on the way must be a 200.
     """
 
     async def reported() -> bool:
@@ -215,7 +215,7 @@ async def test_logout_on_one_ends_session_on_other(pair: Pair) -> None:
 
     await logout(first, cookie)
 
-    await refused_within(second, cookie, PUBSUB_LIMIT)
+    await rejected_within(second, cookie, PUBSUB_LIMIT)
     assert (await whoami_with(first, cookie))[0] == 401
 
 
@@ -229,7 +229,7 @@ async def test_unlink_ends_sessions_on_both(pair: Pair) -> None:
 
     for served in pair.both:
         for cookie in (on_first, on_second):
-            await refused_within(served, cookie, PUBSUB_LIMIT)
+            await rejected_within(served, cookie, PUBSUB_LIMIT)
         # The link is gone for both processes, cached or not.
         _, status, location = await launch_on(served, "ysis-jan")
         assert (status, location) == (303, "/sso/ysis/noord/link")
@@ -245,7 +245,7 @@ async def test_sessions_revoke_reaches_both(pair: Pair) -> None:
     await cli_ok(first, "sessions", "revoke", "--tenant", "noord", "--account", "medimo-jan")
 
     for served in pair.both:
-        await refused_within(served, jan, PUBSUB_LIMIT)
+        await rejected_within(served, jan, PUBSUB_LIMIT)
         assert await whoami_with(served, anna) == (200, "medimo-anna")
     # A launch after the revocation starts a session that works.
     again = await logged_in_on(second, "ysis-jan")
@@ -315,9 +315,9 @@ async def test_redis_killed_and_restarted_under_load(
 
         # Without Redis: a revocation reaches the other process from SQL,
         # a link made by an administrator logs in, and the link form
-        # answers 503.
+        # returns 503.
         await logout(first, kees)
-        await refused_within(second, kees, FALLBACK_LIMIT)
+        await rejected_within(second, kees, FALLBACK_LIMIT)
         await cli_ok(second, "links", "add", "--tenant", "noord", "--ysis-user", "ysis-lotte", "--account", "medimo-lotte")
         assert (await whoami_with(first, await logged_in_on(first, "ysis-lotte")))[1] == "medimo-lotte"
         assert await self_link(second, "ysis-piet", "piet") == 503
@@ -344,7 +344,7 @@ async def test_redis_killed_and_restarted_under_load(
     # Recovered without a restart: the form links again and pub/sub is back.
     assert await self_link(second, "ysis-piet", "piet") == 303
     await logout(second, anna)
-    await refused_within(first, anna, PUBSUB_LIMIT)
+    await rejected_within(first, anna, PUBSUB_LIMIT)
     for served in pair.both:
         assert served.process.poll() is None
         assert len(served.events("started")) == 1
